@@ -1,0 +1,377 @@
+"""Sparsifiers: Top-K, Rand-K, Perm-K (specs/ef-family.md section 2).
+
+Selection is exact and vectorized over rows ``[N, d]``:
+
+* Top-K: a threshold estimated from a strided sample of |x| keeps a little more than K
+  candidates in one pass; the exact K-th largest magnitude among candidates (``kthvalue``,
+  linear time) then selects. Ties at the K-th magnitude go to the lowest indices, so the set
+  is a deterministic function of x; on tie-free data it is the set ``torch.topk`` returns.
+  Rows where the sample under-estimates fall back to all coordinates: always exact.
+* Rand-K: a uniformly random K-subset = the first K distinct values of a counter-based
+  stream of uniform indices (exchangeability makes that set uniform). The stream depends only
+  on (seed, step, worker), so the receiver regenerates the indices and only values travel.
+
+Payload indices are sorted ascending and stored in the narrowest signed integer type that
+holds d-1 (int16 up to 32767, else int32): the bits counted are the bits sent.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar, Optional
+
+import torch
+from torch import Tensor
+
+from ..noise import STREAM_INDICES, Noise, bits32, randint
+from .base import Compressor, Payload
+
+__all__ = ["TopK", "RandK", "PermK", "topk_indices", "random_subset"]
+
+
+def _index_dtype(d: int) -> torch.dtype:
+    return torch.int16 if d <= 1 << 15 else torch.int32
+
+
+def _resolve_k(name: str, k: Optional[int], ratio: Optional[float], d: int) -> int:
+    kk = k if k is not None else max(1, math.floor(ratio * d + 0.5))
+    if kk > d:
+        raise ValueError(f"{name}: k={kk} exceeds the vector length d={d}; use k <= {d} or ratio=<fraction of d>")
+    return kk
+
+
+def _check_k_ratio(name: str, k: Optional[int], ratio: Optional[float]) -> None:
+    if (k is None) == (ratio is None):
+        raise ValueError(f"{name}: give exactly one of k=<count> or ratio=<fraction in (0,1]>, e.g. '{name}:ratio=0.01'")
+    if k is not None and k < 1:
+        raise ValueError(f"{name}: k must be >= 1, got k={k}")
+    if ratio is not None and not (0.0 < ratio <= 1.0):
+        raise ValueError(f"{name}: ratio must be in (0, 1], got ratio={ratio}")
+
+
+def _segment_offsets(rows: Tensor, n_rows: int) -> tuple[Tensor, Tensor]:
+    """For a row-sorted list of row ids ``[C]``: (count per row ``[N]``, start per row ``[N]``)."""
+    counts = torch.bincount(rows, minlength=n_rows)
+    starts = torch.cumsum(counts, 0) - counts
+    return counts, starts
+
+
+def _candidates(x: Tensor, thr: Tensor, chunk: int = 1 << 20) -> Tensor:
+    """(row, col) pairs ``[C, 2]`` with |x| >= thr (per row), row-major.
+
+    Column chunks of ~1M elements keep the temporaries in cache and small (large fresh
+    buffers cost page faults); one pass over x.
+    """
+    n, d = x.shape
+    step = max(1, chunk // n)
+    parts = []
+    for s0 in range(0, d, step):
+        nz = (x[:, s0:s0 + step].abs() >= thr).nonzero()
+        nz[:, 1] += s0
+        parts.append(nz)
+    nz = torch.cat(parts) if len(parts) > 1 else parts[0]
+    if n > 1 and len(parts) > 1:  # chunk-major -> row-major (stable keeps columns ascending)
+        nz = nz[torch.sort(nz[:, 0], stable=True).indices]
+    return nz
+
+
+def topk_indices(x: Tensor, k: int, sample: int = 16384) -> Tensor:
+    """Indices ``[N, k]`` (ascending, int64) of the k largest |x| per row of ``x: [N, d]``.
+
+    Ties at the k-th magnitude are broken towards lower indices.
+    """
+    n, d = x.shape
+    if k >= d:
+        return torch.arange(d, device=x.device).expand(n, d)
+    f = k / d
+    if d <= 4 * sample or f > 0.2:
+        return _topk_dense(x, k)
+    stride = d // sample
+    s = x[:, ::stride].abs()  # [N, m] strided sample (deterministic, no RNG)
+    m = s.shape[1]
+    # aim for ~1.25k candidates plus 4 standard deviations of the sample estimate
+    frac = min(1.0, 1.25 * f + 4.0 * math.sqrt(f / m))
+    r = m - int(math.ceil(frac * m)) + 1  # thr = r-th smallest sampled magnitude
+    if r <= 1:
+        return _topk_dense(x, k)
+    thr = s.kthvalue(r, dim=1, keepdim=True).values  # [N, 1]
+    nz = _candidates(x, thr)
+    counts = torch.bincount(nz[:, 0], minlength=n)
+    if bool((counts < k).any()):  # threshold over-estimated on some row: take every coordinate there
+        thr = torch.where((counts < k).unsqueeze(1), torch.zeros_like(thr), thr)
+        nz = _candidates(x, thr)
+        counts = torch.bincount(nz[:, 0], minlength=n)
+    row, col = nz[:, 0], nz[:, 1]
+    val = x[row, col].abs()
+    _, starts = _segment_offsets(row, n)
+    pos = torch.arange(row.numel(), device=x.device) - starts[row]  # position within its row
+    # k-th largest magnitude per row: k-th smallest of -|v|, rows padded with +inf
+    width = int(counts.max())
+    padded = torch.full((n, width), float("inf"), dtype=val.dtype, device=x.device)
+    padded[row, pos] = -val
+    kth = -padded.kthvalue(k, dim=1).values  # [N]
+    t = kth[row]
+    gt = val > t
+    eq = val == t
+    zeros = torch.zeros(n, dtype=torch.int64, device=x.device)
+    need = k - zeros.index_add(0, row, gt.to(torch.int64))  # [N] how many ties to take
+    eq64 = eq.to(torch.int64)
+    eq_tot = zeros.index_add(0, row, eq64)
+    eq_rank = torch.cumsum(eq64, 0) - (torch.cumsum(eq_tot, 0) - eq_tot)[row]  # 1-based within row
+    sel = gt | (eq & (eq_rank <= need[row]))
+    return col[sel].reshape(n, k)
+
+
+def _topk_dense(x: Tensor, k: int) -> Tensor:
+    """Exact selection over every coordinate: for small d or large k/d."""
+    n, d = x.shape
+    a = x.abs()
+    kth = a.kthvalue(d - k + 1, dim=1, keepdim=True).values  # k-th largest magnitude
+    gt = a > kth
+    eq = a == kth
+    need = k - gt.sum(1, keepdim=True)
+    sel = gt | (eq & (torch.cumsum(eq, 1) <= need))  # ties: lowest indices first
+    return sel.nonzero()[:, 1].reshape(n, k)
+
+
+def _rank_in_row(row: Tensor, n_rows: int) -> tuple[Tensor, Tensor]:
+    """For a row-sorted id list ``[C]``: (0-based position within its row ``[C]``, counts ``[N]``)."""
+    counts, starts = _segment_offsets(row, n_rows)
+    return torch.arange(row.numel(), device=row.device) - starts[row], counts
+
+
+def random_subset(noise: Noise, d: int, k: int, device=None) -> Tensor:
+    """A uniformly random k-subset of range(d) per worker of ``noise``: ``[rows, k]``, ascending.
+
+    Small k: the first k distinct values of the worker's stream of uniform indices (the
+    stream is infinite in principle; we extend it until k distinct values appear, and the
+    result does not depend on how far we drew). Large k (> d/4): the k smallest of d random
+    keys. Either way the result depends only on (seed, step, worker, d, k). Rows are handled
+    together through 1-D sorts of composite keys (row, value, position), which torch runs
+    much faster than row-wise sorts of a 2-D tensor.
+    """
+    n_rows = noise.workers().numel()
+    if k >= d:
+        return torch.arange(d, device=device).expand(n_rows, d)
+    if 4 * k > d:
+        keys = bits32(noise, d, STREAM_INDICES, device).to(torch.int64) & 0xFFFFFFFF  # [R, d]
+        if n_rows * d >= 1 << 31:  # composite key would overflow int64: row-wise stable sort
+            return torch.sort(keys, dim=1, stable=True).indices[:, :k].sort(dim=1).values
+        # order by (row, key, index): keys collide with probability ~d^2/2^33, the index breaks ties
+        rowi = torch.arange(n_rows, device=keys.device).unsqueeze(1)
+        comp = ((rowi << 32 | keys) * d + torch.arange(d, device=keys.device)).reshape(-1)
+        return (comp.sort().values % d).reshape(n_rows, d)[:, :k].sort(dim=1).values
+    m = int(k * (1.0 + k / d) + 8 * math.sqrt(k) + 16)
+    while True:
+        draws = randint(noise, m, d, STREAM_INDICES, device)  # [R, m]
+        rowi = torch.arange(n_rows, device=draws.device).unsqueeze(1)
+        val = (rowi * d + draws).reshape(-1)  # (row, value)
+        key = (val * m + torch.arange(m, device=draws.device).repeat(n_rows)).sort().values
+        val, pos = key // m, key % m  # sorted by (row, value, draw position)
+        first = torch.ones_like(val, dtype=torch.bool)
+        first[1:] = val[1:] != val[:-1]  # first occurrence of each value in its row
+        val, pos = val[first], pos[first]
+        row = val // d
+        order = (row * m + pos).sort().indices  # by (row, position): draw order within a row
+        row, val = row[order], val[order] % d
+        rank, counts = _rank_in_row(row, n_rows)
+        if bool((counts >= k).all()):
+            chosen = val[rank < k].reshape(n_rows, k)
+            return chosen.sort(dim=1).values
+        m *= 2
+
+
+@dataclasses.dataclass(frozen=True)
+class TopK(Compressor):
+    """Top-K: keep the K largest |x_j|. Biased, deterministic, alpha = K/d for every x.
+
+    Payload: K values (dtype of x) + K indices. ``k=`` or ``ratio=`` (K = round(ratio*d)).
+    """
+
+    k: Optional[int] = None
+    ratio: Optional[float] = None
+
+    name: ClassVar[str] = "topk"
+    formula: ClassVar[str] = "alpha = K/d"
+    bits_per_coord: ClassVar[str] = "K/d * (32 value + 16|32 index)"
+    summary: ClassVar[str] = "K largest magnitudes"
+
+    def __post_init__(self):
+        _check_k_ratio(self.name, self.k, self.ratio)
+
+    def k_for(self, d: int) -> int:
+        return _resolve_k(self.name, self.k, self.ratio, d)
+
+    def validate(self, d: int) -> None:
+        super().validate(d)
+        self.k_for(d)
+
+    def alpha(self, d: int) -> float:
+        return self.k_for(d) / d
+
+    def compress(self, x: Tensor, rng: Noise | None = None) -> Payload:
+        rows, lead = self._start(x)
+        d = rows.shape[1]
+        idx = topk_indices(rows, self.k_for(d))
+        vals = rows.gather(1, idx)
+        k = idx.shape[1]
+        return vals.reshape(*lead, k), idx.to(_index_dtype(d)).reshape(*lead, k)
+
+    def decompress(self, p, numel, rng=None, dtype=None) -> Tensor:
+        vals, idx = p
+        out = torch.zeros(*vals.shape[:-1], numel, dtype=vals.dtype, device=vals.device)
+        out.scatter_(-1, idx.to(torch.int64), vals)
+        return out if dtype is None else out.to(dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class RandK(Compressor):
+    """Rand-K: keep K uniformly random coordinates. Only the K values travel: the receiver
+    draws the same indices from the shared (seed, step, worker).
+
+    Unscaled: biased, alpha = K/d (in expectation, with equality). ``scaled=true``: (d/K) x_S,
+    unbiased, omega = d/K - 1. ``shared=true``: every worker uses the same indices (drawn from
+    (seed, step) only), so payloads are summable and can be all-reduced.
+    """
+
+    k: Optional[int] = None
+    ratio: Optional[float] = None
+    scaled: bool = False
+    shared: bool = False
+
+    name: ClassVar[str] = "randk"
+    random: ClassVar[bool] = True
+    formula: ClassVar[str] = "alpha = K/d; scaled: omega = d/K - 1"
+    bits_per_coord: ClassVar[str] = "K/d * 32 (indices regenerated from the seed)"
+    summary: ClassVar[str] = "K uniformly random coordinates (scaled=true: unbiased)"
+
+    def __post_init__(self):
+        _check_k_ratio(self.name, self.k, self.ratio)
+
+    @property
+    def unbiased(self) -> bool:  # type: ignore[override]
+        return self.scaled
+
+    @property
+    def summable(self) -> bool:  # type: ignore[override]
+        return self.shared
+
+    def k_for(self, d: int) -> int:
+        return _resolve_k(self.name, self.k, self.ratio, d)
+
+    def validate(self, d: int) -> None:
+        super().validate(d)
+        self.k_for(d)
+
+    def alpha(self, d: int) -> float:
+        return self.k_for(d) / d
+
+    def omega(self, d: int) -> float:
+        if not self.scaled:
+            return super().omega(d)
+        return d / self.k_for(d) - 1.0
+
+    def _indices(self, rng: Noise, d: int, device) -> Tensor:
+        noise = rng.shared() if self.shared else rng
+        return random_subset(noise, d, self.k_for(d), device=device)
+
+    def compress(self, x: Tensor, rng: Noise | None = None) -> Payload:
+        rng = self._need_rng(rng)
+        rows, lead = self._start(x)
+        idx = self._indices(rng, rows.shape[1], rows.device)  # [rows or 1, k]
+        if idx.shape[0] != rows.shape[0]:
+            if idx.shape[0] != 1:
+                raise ValueError(f"randk: rng has {idx.shape[0]} workers but x has {rows.shape[0]} rows")
+            idx = idx.expand(rows.shape[0], -1)
+        return (rows.gather(1, idx).reshape(*lead, idx.shape[1]),)
+
+    def decompress(self, p, numel, rng=None, dtype=None) -> Tensor:
+        rng = self._need_rng(rng)
+        vals = p[0]
+        v2 = vals.reshape(-1, vals.shape[-1])
+        idx = self._indices(rng, numel, vals.device).expand(v2.shape[0], -1)
+        out = torch.zeros(v2.shape[0], numel, dtype=vals.dtype, device=vals.device)
+        out.scatter_(1, idx, v2)
+        if self.scaled:
+            out *= numel / idx.shape[1]
+        out = out.reshape(*vals.shape[:-1], numel)
+        return out if dtype is None else out.to(dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class PermK(Compressor):
+    """Perm-K (Szlendak, Tyurin, Richtarik 2022): a random permutation shared by all workers
+    splits the d coordinates into n blocks; worker i sends block i, scaled by n.
+
+    Unbiased, omega = n - 1 per worker, and jointly (1/n) sum_i C_i(x) = x exactly when every
+    worker holds the same x. Blocks have size floor(d/n) or ceil(d/n) (the first d mod n
+    workers get one more). ``n`` defaults to the number of workers the engine reports.
+    The permutation costs a sort of d random keys per step.
+    """
+
+    n: Optional[int] = None
+
+    name: ClassVar[str] = "permk"
+    unbiased: ClassVar[bool] = True
+    random: ClassVar[bool] = True
+    formula: ClassVar[str] = "omega = n - 1 (jointly exact mean)"
+    bits_per_coord: ClassVar[str] = "32/n"
+    summary: ClassVar[str] = "disjoint random blocks, one per worker"
+
+    def __post_init__(self):
+        if self.n is not None and self.n < 1:
+            raise ValueError(f"permk: n must be >= 1, got n={self.n}")
+
+    def _n(self, rng: Noise | None) -> int:
+        n = self.n if self.n is not None else (rng.n_workers if rng is not None else None)
+        if n is None:
+            raise ValueError("permk needs the number of workers: 'permk:n=<workers>' or Noise(n_workers=...)")
+        return n
+
+    def omega(self, d: int) -> float:
+        if self.n is None:
+            raise ValueError("permk: omega = n - 1 needs n; give 'permk:n=<workers>'")
+        return self.n - 1.0
+
+    def _blocks(self, rng: Noise, d: int, device) -> tuple[Tensor, Tensor, int]:
+        """(coordinates of each row's block ``[rows, q]`` padded with d, sizes ``[rows]``, n)."""
+        n = self._n(rng)
+        keys = bits32(rng.shared(), d, STREAM_INDICES, device)[0]
+        perm = torch.sort(keys, stable=True).indices  # [d] shared permutation
+        q, extra = divmod(d, n)
+        w = rng.workers().to(torch.int64).to(device)
+        if bool(((w < 0) | (w >= n)).any()):
+            raise ValueError(f"permk: worker ids must be in [0, {n}), got ids from {int(w.min())} to {int(w.max())}; "
+                             "set 'permk:n=<workers>' to the number of workers")
+        sizes = q + (w < extra).to(torch.int64)
+        starts = w * q + torch.clamp(w, max=extra)
+        width = q + (1 if extra else 0)
+        off = torch.arange(width, device=device)
+        pos = starts.unsqueeze(1) + off  # [rows, width]
+        valid = off.unsqueeze(0) < sizes.unsqueeze(1)
+        coords = torch.where(valid, perm[pos.clamp(max=d - 1)], torch.full_like(pos, d))
+        return coords.sort(dim=1).values, sizes, n
+
+    def compress(self, x: Tensor, rng: Noise | None = None) -> Payload:
+        """Payload: the block values of every row, concatenated (``[q_i]`` for one worker);
+        the receiver knows the block sizes from the shared seed, so no padding travels."""
+        rng = self._need_rng(rng)
+        rows, lead = self._start(x)
+        coords, sizes, _ = self._blocks(rng, rows.shape[1], rows.device)
+        if coords.shape[0] != rows.shape[0]:
+            raise ValueError(f"permk: rng has {coords.shape[0]} workers but x has {rows.shape[0]} rows")
+        valid = coords < rows.shape[1]
+        return (rows.gather(1, coords.clamp(max=rows.shape[1] - 1))[valid],)
+
+    def decompress(self, p, numel, rng=None, dtype=None) -> Tensor:
+        rng = self._need_rng(rng)
+        vals = p[0]
+        coords, _, n = self._blocks(rng, numel, vals.device)
+        valid = coords < numel
+        out = torch.zeros(coords.shape[0], numel + 1, dtype=vals.dtype, device=vals.device)
+        block = torch.zeros(coords.shape, dtype=vals.dtype, device=vals.device)
+        block[valid] = vals * n
+        out.scatter_(1, coords, block)
+        out = out[:, :numel]
+        out = out if rng.batched else out[0]
+        return out if dtype is None else out.to(dtype)
