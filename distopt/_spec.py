@@ -34,7 +34,9 @@ def _hints(cls) -> dict[str, Any]:
 
 
 def options_of(cls) -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")]
+    """Fields a spec string may set (those marked ``metadata={"spec": False}``, such as a
+    method's compressor, come from the caller's context instead)."""
+    return [f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_") and f.metadata.get("spec", True)]
 
 
 def _convert(value: str, hint, key: str, name: str):
@@ -99,8 +101,9 @@ def build(registry: Mapping[str, type], spec: Any, kind: str, **context):
             valid = ", ".join(fields) or "none"
             raise ValueError(f"{kind} {name!r} has no option {key!r}; valid options: {valid}")
         kwargs[key] = _convert(value, hints[key], key, name)
+    all_fields = {f.name for f in dataclasses.fields(cls) if f.init}
     for key, value in context.items():
-        if key in fields and key not in kwargs and value is not None:
+        if key in all_fields and key not in kwargs and value is not None:
             kwargs[key] = value
     return cls(**kwargs)
 

@@ -99,6 +99,12 @@ class Noise:
     def at(self, step: int) -> "Noise":
         return Noise(self.seed, step, self.worker, self.n_workers)
 
+    def fork(self, k: int) -> "Noise":
+        """An independent family of draws (same step and workers), e.g. for a second
+        compression in the same round (EF21+)."""
+        return Noise((self.seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019 * (k + 1)) & ((1 << 63) - 1),
+                     self.step, self.worker, self.n_workers)
+
     def shared(self) -> "Noise":
         """The same draws for every worker (e.g. a Rand-K mask shared by all, PowerSGD's Q)."""
         w = torch.zeros_like(self.worker) if isinstance(self.worker, Tensor) else 0

@@ -9,7 +9,10 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("experiments.commands.simulate", "run a method x compressor on a workload in the in-process simulator"),
     "compressors": ("experiments.commands.compressors", "list compressors (flags, alpha/omega, bits); --bench times them"),
+    "methods": ("experiments.commands.methods", "list communication methods, their options and theory stepsizes"),
+    "workloads": ("experiments.commands.workloads", "list registered workloads with their papers"),
     "bench": ("experiments.commands.bench", "benchmarks that print ratios against a baseline run in the same process"),
     "reproduce": ("experiments.commands.reproduce", "run a paper's reproduction checks and say whether they hold"),
 }

@@ -1,0 +1,155 @@
+"""The method contract: pure worker and server steps with explicit state (specs/ef-family.md §3).
+
+A round of any method, for worker i and the server (EF21's indexing: gradients are taken at
+the point the previous round produced):
+
+    (sent_i, W_i) = method.worker_step(grad_i, W_i, rng, lr)     # sent_i.payload crosses the wire
+    agg           = (1/n) sum_i a_i * sent_i.value                 # a_i = method.weights(i), default 1
+    (dir, S)      = method.server_step(agg, S, lr)
+    x            -= lr * dir        (or dir itself for methods that work in model units: EF14)
+
+Round 0 uses ``init_worker`` / ``init_server`` instead: EF21-style methods send their first
+gradient uncompressed to initialise their shifts (counted in bits); the others take a normal
+step. Steps are written for one worker on ``[d]`` tensors and run unchanged on a stack
+``[n, d]`` (every op is elementwise or row-wise, and compressors take stacks), so the
+simulator, the DDP hook and Ray run the same code.
+
+Unbiased compressors inside error feedback are scaled by 1/(1+omega) (as FL_PyTorch does),
+which makes them contractive with alpha = 1/(1+omega): ``contractive_compressor``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from ..compressors import Compressor, Identity, Payload
+from ..noise import Noise
+
+
+class Sent(NamedTuple):
+    """One worker's (or a stack of workers') uplink message."""
+
+    payload: Payload  # exactly what crosses the wire
+    value: Tensor  # its decompressed value [..., d]: what the server aggregates
+    codec: Compressor  # decodes ``payload`` (the method's compressor, or identity in init rounds)
+    extra_bits: int = 0  # side information not in the payload (e.g. EF21+'s choice bit)
+
+    @property
+    def bits(self) -> int:
+        return self.codec.bits(self.payload) + self.extra_bits
+
+
+IDENTITY = Identity()
+
+
+def send(codec: Compressor, v: Tensor, rng: Noise | None, state: tuple = ()) -> tuple[Sent, tuple]:
+    """Compress ``v`` with ``codec`` (threading a stateful codec's state) and decompress it
+    once: the sender and the receiver both use ``value``."""
+    payload, state = codec.apply(v, state, rng)
+    value = codec.decompress(payload, v.shape[-1], rng, v.dtype)
+    return Sent(payload, value, codec), state
+
+
+def send_plain(v: Tensor) -> Sent:
+    """An uncompressed message (init rounds, gd)."""
+    return Sent((v,), v, IDENTITY)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaledCompressor(Compressor):
+    """Q/(1+omega) for an unbiased Q: contractive with alpha = 1/(1+omega) (specs/ef-family.md
+    §1). Same payload and bits as Q; both ends apply the factor on decompression."""
+
+    inner: Compressor = dataclasses.field(default_factory=Identity)
+
+    name: ClassVar[str] = "scaled"
+
+    @property
+    def random(self) -> bool:  # type: ignore[override]
+        return self.inner.random
+
+    @property
+    def summable(self) -> bool:  # type: ignore[override]
+        return self.inner.summable
+
+    @property
+    def spec(self) -> str:
+        return self.inner.spec + " (scaled by 1/(1+omega))"
+
+    def alpha(self, d: int) -> float:
+        return 1.0 / (1.0 + self.inner.omega(d))
+
+    def validate(self, d: int) -> None:
+        self.inner.validate(d)
+
+    def init_state(self, x, rng=None):
+        return self.inner.init_state(x, rng)
+
+    def compress(self, x, rng=None):
+        return self.inner.compress(x, rng)
+
+    def apply(self, x, state, rng=None):
+        return self.inner.apply(x, state, rng)
+
+    def decompress(self, p, numel, rng=None, dtype=None):
+        return self.inner.decompress(p, numel, rng, dtype) * (1.0 / (1.0 + self.inner.omega(numel)))
+
+    def bits(self, p):
+        return self.inner.bits(p)
+
+
+def contractive_compressor(c: Compressor) -> Compressor:
+    """The compressor error feedback uses: Q/(1+omega) for unbiased Q (identity excepted)."""
+    if c.unbiased and not isinstance(c, Identity):
+        return ScaledCompressor(c)
+    return c
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """Base of every method: frozen dataclass of options plus the uplink compressor."""
+
+    compressor: Compressor = dataclasses.field(default_factory=Identity, metadata={"spec": False})
+
+    name: ClassVar[str] = "?"
+    model_units: ClassVar[bool] = False  # direction is the model update itself (EF14)
+    needs_contractive: ClassVar[bool] = True  # scale unbiased compressors by 1/(1+omega)
+    summary: ClassVar[str] = ""
+    theory: ClassVar[str] = ""  # which theory stepsize applies
+
+    def __post_init__(self):
+        if self.needs_contractive:
+            object.__setattr__(self, "compressor", contractive_compressor(self.compressor))
+
+    @property
+    def codec(self) -> Compressor:
+        return self.compressor
+
+    def weights(self, workers: Tensor) -> Optional[Tensor]:
+        """Aggregation weights a_i ``[len(workers)]`` (agg = mean_i a_i value_i); None = all 1."""
+        return None
+
+    def init_worker(self, grad0: Tensor, rng: Noise, lr: float) -> tuple[Sent, Any]:
+        raise NotImplementedError
+
+    def init_server(self, agg0: Tensor, lr: float) -> tuple[Tensor, Any]:
+        raise NotImplementedError
+
+    def worker_step(self, grad: Tensor, state: Any, rng: Noise, lr: float) -> tuple[Sent, Any]:
+        raise NotImplementedError
+
+    def server_step(self, agg: Tensor, state: Any, lr: float) -> tuple[Tensor, Any]:
+        raise NotImplementedError
+
+    def update(self, direction: Tensor, lr: float) -> Tensor:
+        """The change to subtract from x."""
+        return direction if self.model_units else lr * direction
+
+    @property
+    def spec(self) -> str:
+        from .._spec import spec_of
+
+        return spec_of(self)

@@ -1,0 +1,230 @@
+"""Gradient oracles: what the simulator asks of a problem, vectorized over workers.
+
+An oracle answers, for the current point x ``[d]``:
+
+* ``grads(x, step, workers)`` -> ``[len(workers), d]``: each listed worker's (stochastic)
+  gradient, in one batched computation;
+* ``evaluate(x)`` -> dict with at least ``loss`` = f(x) and ``grad_norm_sq`` = ||grad f(x)||^2
+  (full gradient, f = mean_i f_i);
+* ``smoothness`` (the L_i), ``L``, ``mu`` where known, for theory stepsizes.
+
+Three implementations: quadratics (covers the EF papers' synthetic problems and PL least
+squares), nonconvex logistic regression (the EF21 papers' problem), and a generic one that
+vmaps a workload's pure loss over workers.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Protocol, Sequence
+
+import torch
+from torch import Tensor
+
+from distopt.noise import STREAM_BATCH, STREAM_NOISE, Noise, bits32, normal
+from distopt.workload import ParamSpec
+
+
+class Oracle(Protocol):
+    n: int
+    d: int
+    dtype: torch.dtype
+    smoothness: Optional[tuple[float, ...]]
+    L: Optional[float]
+    mu: Optional[float]
+
+    def x0(self) -> Tensor: ...
+
+    def grads(self, x: Tensor, step: int, workers: Tensor) -> Tensor: ...
+
+    def evaluate(self, x: Tensor) -> dict[str, float]: ...
+
+
+def _minibatch(seed: int, step: int, workers: Tensor, sizes: Tensor, batch: int, width: int) -> Tensor:
+    """Per worker, ``batch`` distinct sample indices drawn uniformly without replacement from
+    its ``sizes[w]`` samples: the smallest of random keys, ``[len(workers), batch]``."""
+    noise = Noise(seed, step, workers)
+    keys = bits32(noise, width, STREAM_BATCH).to(torch.int64) & 0xFFFFFFFF  # [w, width]
+    keys = torch.where(torch.arange(width) < sizes[workers].unsqueeze(1), keys, torch.full_like(keys, 1 << 40))
+    return torch.topk(keys, batch, dim=1, largest=False).indices
+
+
+class QuadraticOracle:
+    """f_i(x) = 1/2 (x - c_i)^T H_i (x - c_i) + const, with H_i = h * I (``H=None``, scalar h),
+    diagonal ``[n, d]`` or dense ``[n, d, d]``; optional additive gradient noise sigma N(0, I)
+    drawn from (seed, step, worker) (EControl's stochastic setting, check R8).
+
+    x* solves (sum_i H_i) x = sum_i H_i c_i; ``evaluate`` reports ``dist_sq`` = ||x - x*||^2.
+    """
+
+    def __init__(self, centers: Tensor, H: Optional[Tensor] = None, sigma: float = 0.0, seed: int = 0,
+                 x0: Optional[Tensor] = None, h: float = 1.0):
+        self.c = centers  # [n, d]
+        self.n, self.d = centers.shape
+        self.dtype = centers.dtype
+        self.H = H
+        self.h = h
+        self.sigma = float(sigma)
+        self.seed = seed
+        self._x0 = x0 if x0 is not None else torch.zeros(self.d, dtype=self.dtype)
+        if H is None:
+            self.Hc = h * centers
+            self.x_star = centers.mean(0)
+            eig_i = torch.full((self.n,), float(h), dtype=torch.float64)
+            L = mu = float(h)
+        elif H.dim() == 2:
+            self.Hc = H * centers
+            self.x_star = self.Hc.sum(0) / H.sum(0)
+            eig_i = H.max(dim=1).values.double()
+            hm = H.mean(0)
+            L, mu = float(hm.max()), float(hm.min())
+        else:
+            self.Hc = torch.einsum("nij,nj->ni", H, centers)
+            self.x_star = torch.linalg.solve(H.sum(0), self.Hc.sum(0))
+            eig_i = torch.linalg.eigvalsh(H.double()).amax(dim=1)
+            ev = torch.linalg.eigvalsh(H.mean(0).double())
+            L, mu = float(ev.max()), float(ev.min())
+        self.smoothness = tuple(float(v) for v in eig_i)
+        self.L = L
+        self.mu = mu if mu > 0 else None
+        self._fstar = self._f(self.x_star)
+
+    def x0(self) -> Tensor:
+        return self._x0.clone()
+
+    def _hx(self, x: Tensor, workers: Tensor) -> Tensor:
+        if self.H is None:
+            return (self.h * x).expand(len(workers), -1)
+        if self.H.dim() == 2:
+            return self.H[workers] * x
+        return self.H[workers] @ x
+
+    def grads(self, x: Tensor, step: int, workers: Tensor) -> Tensor:
+        g = self._hx(x, workers) - self.Hc[workers]
+        if self.sigma > 0:
+            g = g + self.sigma * normal(Noise(self.seed, step, workers), self.d, STREAM_NOISE, self.dtype)
+        return g
+
+    def _f(self, x: Tensor) -> float:
+        diff = x - self.c  # [n, d]
+        if self.H is None:
+            quad = self.h * (diff * diff).sum(1)
+        elif self.H.dim() == 2:
+            quad = (self.H * diff * diff).sum(1)
+        else:
+            quad = torch.einsum("ni,nij,nj->n", diff, self.H, diff)
+        return float(0.5 * quad.mean())
+
+    def evaluate(self, x: Tensor) -> dict[str, float]:
+        g = self.grads_full(x)
+        return {"loss": self._f(x) - self._fstar, "grad_norm_sq": float(g @ g), "dist_sq": float(((x - self.x_star) ** 2).sum())}
+
+    def grads_full(self, x: Tensor) -> Tensor:
+        return (self._hx(x, torch.arange(self.n)) - self.Hc).mean(0)
+
+
+class LogisticOracle:
+    """The EF21 papers' nonconvex logistic regression (DESIGN.md contract):
+
+        f_i(x) = (1/m_i) sum_j log(1 + exp(-b_j a_j.x)) + reg sum_k x_k^2/(1 + x_k^2)
+
+    Shards are padded into ``A [n, m_max, d]`` with per-sample weights 1/m_i (0 on padding),
+    so every worker's gradient comes from one batched contraction. ``batch``: samples per
+    worker per round drawn without replacement (EF21-SGD), None for full gradients.
+    L_i = lambda_max(A_i^T A_i/(4 m_i)) + 2 reg; L = lambda_max(mean_i A_i^T A_i/(4 m_i)) + 2 reg.
+    """
+
+    def __init__(self, shards: Sequence[tuple[Tensor, Tensor]], reg: float = 0.1, batch: Optional[int] = None,
+                 seed: int = 0, dtype: torch.dtype = torch.float64, x0: Optional[Tensor] = None):
+        self.n = len(shards)
+        self.d = shards[0][0].shape[1]
+        self.dtype = dtype
+        self.reg = float(reg)
+        sizes = [a.shape[0] for a, _ in shards]
+        if min(sizes) < 1:
+            raise ValueError("every worker needs at least one sample: use fewer workers than data rows")
+        m = max(sizes)
+        self.sizes = torch.tensor(sizes)
+        self.A = torch.zeros(self.n, m, self.d, dtype=dtype)
+        self.b = torch.zeros(self.n, m, dtype=dtype)
+        self.w = torch.zeros(self.n, m, dtype=dtype)
+        for i, (a, b) in enumerate(shards):
+            self.A[i, : a.shape[0]] = a.to(dtype)
+            self.b[i, : a.shape[0]] = b.to(dtype)
+            self.w[i, : a.shape[0]] = 1.0 / a.shape[0]
+        if batch is not None and not 1 <= batch <= min(sizes):
+            raise ValueError(f"--batch {batch}: each worker holds {min(sizes)} to {m} samples; use 1 <= batch <= {min(sizes)}")
+        self.batch = batch
+        self.seed = seed
+        self._x0 = x0 if x0 is not None else torch.zeros(self.d, dtype=dtype)
+        grams = torch.einsum("nmd,nm,nme->nde", self.A.double(), self.w.double() / 4.0, self.A.double())  # A_i^T A_i/(4 m_i)
+        self.smoothness = tuple(float(v) + 2 * self.reg for v in torch.linalg.eigvalsh(grams).amax(dim=1))
+        self.L = float(torch.linalg.eigvalsh(grams.mean(0)).max()) + 2 * self.reg
+        self.mu = None
+
+    def x0(self) -> Tensor:
+        return self._x0.clone()
+
+    def _reg_grad(self, x: Tensor) -> Tensor:
+        return self.reg * 2 * x / (1 + x * x) ** 2
+
+    def grads(self, x: Tensor, step: int, workers: Tensor) -> Tensor:
+        if self.batch is None:
+            A, b, w = self.A[workers], self.b[workers], self.w[workers]
+        else:
+            idx = _minibatch(self.seed, step, workers, self.sizes, self.batch, self.A.shape[1])  # [k, batch]
+            rows = workers.unsqueeze(1)
+            A, b = self.A[rows, idx], self.b[rows, idx]
+            w = torch.full(b.shape, 1.0 / self.batch, dtype=self.dtype)
+        z = torch.einsum("kmd,d->km", A, x)
+        coef = -b * torch.sigmoid(-b * z) * w  # d/dz of w log(1 + exp(-b z))
+        return torch.einsum("km,kmd->kd", coef, A) + self._reg_grad(x)
+
+    def evaluate(self, x: Tensor) -> dict[str, float]:
+        z = torch.einsum("nmd,d->nm", self.A, x)
+        losses = (torch.nn.functional.softplus(-self.b * z) * self.w).sum(1)  # [n]
+        reg = self.reg * float((x * x / (1 + x * x)).sum())
+        g = (torch.einsum("nm,nmd->nd", -self.b * torch.sigmoid(-self.b * z) * self.w, self.A)).mean(0) + self._reg_grad(x)
+        acc = float((((z > 0).to(self.dtype) * 2 - 1 == self.b).to(self.dtype) * self.w).sum(1).mean())
+        return {"loss": float(losses.mean()) + reg, "grad_norm_sq": float(g @ g), "accuracy": acc}
+
+
+class VmapOracle:
+    """Any pure workload: per-worker gradients of ``workload.loss`` by ``torch.func`` (vmap over
+    workers when every worker's batch has the same shapes, else one call per worker)."""
+
+    def __init__(self, workload, num_workers: int, seed: int = 0, dtype: torch.dtype = torch.float32):
+        self.workload = workload
+        self.n = num_workers
+        self.dtype = dtype
+        params = {k: v.to(dtype) if v.is_floating_point() else v for k, v in workload.init_params(seed).items()}
+        self.spec = ParamSpec(params)
+        self.d = self.spec.dim
+        self._x0 = self.spec.flatten(params)
+        sm = getattr(workload, "smoothness", None)
+        info = sm(num_workers) if callable(sm) else None
+        self.smoothness = tuple(info[0]) if info else None
+        self.L = info[1] if info else None
+        self.mu = None
+
+    def x0(self) -> Tensor:
+        return self._x0.clone()
+
+    def _loss(self, x: Tensor, batch) -> Tensor:
+        return self.workload.loss(self.spec.unflatten(x), batch)
+
+    def grads(self, x: Tensor, step: int, workers: Tensor) -> Tensor:
+        from torch.func import grad, vmap
+
+        batches = [self.workload.batch(int(w), self.n, step) for w in workers]
+        try:
+            stacked = torch.utils._pytree.tree_map(lambda *t: torch.stack(t), *batches)
+            return vmap(grad(self._loss), in_dims=(None, 0))(x, stacked)
+        except (RuntimeError, ValueError, TypeError):  # ragged batches or ops vmap cannot batch
+            return torch.stack([grad(self._loss)(x, b) for b in batches])
+
+    def evaluate(self, x: Tensor) -> dict[str, float]:
+        out = dict(self.workload.evaluate(self.spec.unflatten(x)))
+        if "grad_norm_sq" not in out:
+            g = self.grads(x, 0, torch.arange(self.n)).mean(0)
+            out["grad_norm_sq"] = float(g @ g)
+        return out
