@@ -5,11 +5,21 @@ A workload is pure: ``loss(params, batch)`` has no side effects and ``batch(work
 num_workers, step)`` is a deterministic function of its arguments (and the workload's seed),
 so the simulator, the DDP hook and Ray see the same data and produce the same iterates.
 
+Attributes every zoo workload declares (class attributes of a frozen dataclass whose fields
+are its hyper-parameters, all with defaults):
+
+* ``name`` (registry id), ``paper`` (title);
+* ``primary_metric`` (a key of ``evaluate``'s dict) and ``higher_is_better``;
+* ``default_lr`` and ``default_rounds``: what ``distopt simulate --workload ID`` uses when no
+  ``--lr`` / ``--rounds`` is given, and the family results tables use.
+
 Optional extensions the backends use when present:
 
 * ``local_params``: names of parameters that stay on their worker and are never
   communicated (e.g. PV-RNN's per-sequence posterior vectors). The simulator keeps one copy
-  per worker and updates them with plain local steps.
+  per worker (stacked on a leading axis) and updates them with plain local gradient steps of
+  size ``local_lr`` (default ``default_lr``) every round the worker takes part; ``loss``
+  receives them in ``params`` like any other parameter.
 * ``oracle(num_workers, dtype, **opts)``: a vectorized gradient oracle for the simulator
   (logistic regression, quadratics); without it the simulator vmaps ``loss`` over workers.
 * ``smoothness(num_workers)``: the L_i of each worker's f_i and L of f, for theory stepsizes.

@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compressors": ("experiments.commands.compressors", "list compressors (flags, alpha/omega, bits); --bench times them"),
     "methods": ("experiments.commands.methods", "list communication methods, their options and theory stepsizes"),
     "workloads": ("experiments.commands.workloads", "list registered workloads with their papers"),
+    "results": ("experiments.commands.results", "a workload family's results table under gd / ef21 / econtrol / dcgd"),
     "bench": ("experiments.commands.bench", "benchmarks that print ratios against a baseline run in the same process"),
     "reproduce": ("experiments.commands.reproduce", "run a paper's reproduction checks and say whether they hold"),
 }

@@ -190,13 +190,28 @@ class LogisticOracle:
 
 class VmapOracle:
     """Any pure workload: per-worker gradients of ``workload.loss`` by ``torch.func`` (vmap over
-    workers when every worker's batch has the same shapes, else one call per worker)."""
+    workers when every worker's batch has the same shapes, else one call per worker).
+
+    ``x`` holds the communicated parameters. Parameters named in ``workload.local_params``
+    stay on their workers: one copy per worker (stacked ``[n, ...]``), stepped locally with
+    ``local_lr`` whenever the worker computes a gradient, never compressed or sent.
+    ``evaluate`` passes them stacked under their names.
+    """
 
     def __init__(self, workload, num_workers: int, seed: int = 0, dtype: torch.dtype = torch.float32):
         self.workload = workload
         self.n = num_workers
         self.dtype = dtype
         params = {k: v.to(dtype) if v.is_floating_point() else v for k, v in workload.init_params(seed).items()}
+        local_names = tuple(getattr(workload, "local_params", ()) or ())
+        missing = [k for k in local_names if k not in params]
+        if missing:
+            raise ValueError(f"workload {workload.name!r}: local_params {missing} are not among its parameters")
+        self.local = {}  # name -> [n, *shape], one copy per worker
+        for k in local_names:
+            v = params.pop(k)
+            self.local[k] = v.unsqueeze(0).expand(num_workers, *v.shape).clone()
+        self.local_lr = float(getattr(workload, "local_lr", None) or getattr(workload, "default_lr", 0.0) or 0.0)
         self.spec = ParamSpec(params)
         self.d = self.spec.dim
         self._x0 = self.spec.flatten(params)
@@ -209,22 +224,36 @@ class VmapOracle:
     def x0(self) -> Tensor:
         return self._x0.clone()
 
-    def _loss(self, x: Tensor, batch) -> Tensor:
-        return self.workload.loss(self.spec.unflatten(x), batch)
+    def _cast(self, batch):
+        """Floating tensors of a batch in the run's dtype (data are often made in float32)."""
+        return torch.utils._pytree.tree_map(
+            lambda t: t.to(self.dtype) if isinstance(t, Tensor) and t.is_floating_point() else t, batch)
+
+    def _loss(self, x: Tensor, local: dict, batch) -> Tensor:
+        return self.workload.loss({**self.spec.unflatten(x), **local}, batch)
 
     def grads(self, x: Tensor, step: int, workers: Tensor) -> Tensor:
         from torch.func import grad, vmap
 
-        batches = [self.workload.batch(int(w), self.n, step) for w in workers]
+        batches = [self._cast(self.workload.batch(int(w), self.n, step)) for w in workers]
+        local = {k: v[workers] for k, v in self.local.items()}
+        g = grad(self._loss, argnums=(0, 1))
         try:
             stacked = torch.utils._pytree.tree_map(lambda *t: torch.stack(t), *batches)
-            return vmap(grad(self._loss), in_dims=(None, 0))(x, stacked)
+            gx, gl = vmap(g, in_dims=(None, 0, 0))(x, local, stacked)
         except (RuntimeError, ValueError, TypeError):  # ragged batches or ops vmap cannot batch
-            return torch.stack([grad(self._loss)(x, b) for b in batches])
+            parts = [g(x, {k: v[j] for k, v in local.items()}, b) for j, b in enumerate(batches)]
+            gx = torch.stack([p[0] for p in parts])
+            gl = {k: torch.stack([p[1][k] for p in parts]) for k in local}
+        for k, v in gl.items():  # local parameters: a plain local step, nothing sent
+            self.local[k][workers] = local[k] - self.local_lr * v
+        return gx
 
     def evaluate(self, x: Tensor) -> dict[str, float]:
-        out = dict(self.workload.evaluate(self.spec.unflatten(x)))
+        out = dict(self.workload.evaluate({**self.spec.unflatten(x), **self.local}))
         if "grad_norm_sq" not in out:
+            saved = {k: v.clone() for k, v in self.local.items()}
             g = self.grads(x, 0, torch.arange(self.n)).mean(0)
+            self.local = saved  # evaluation must not move the local parameters
             out["grad_norm_sq"] = float(g @ g)
         return out

@@ -13,8 +13,9 @@ def add_run_arguments(p) -> None:
     p.add_argument("--workers", type=int, default=10, help="number of workers n")
     p.add_argument("--method", default="ef21", help="method spec, e.g. ef21, ef21-w, econtrol:eta=0.1 (see `distopt methods`)")
     p.add_argument("--compressor", default="topk:ratio=0.01", help="uplink compressor spec (see `distopt compressors`)")
-    p.add_argument("--lr", default="theory", help="a number, or theory (1/(L + L_AM xi)), theory-qm (1/(L + L_QM xi)), theory-pl")
-    p.add_argument("--rounds", type=int, default=100)
+    p.add_argument("--lr", default=None, help="a number, or theory (1/(L + L_AM xi)), theory-qm (1/(L + L_QM xi)), theory-pl; "
+                   "default: the workload's default_lr, else theory")
+    p.add_argument("--rounds", type=int, default=None, help="default: the workload's default_rounds, else 100")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     p.add_argument("--eval-every", type=int, default=1, help="evaluate and write the history every this many rounds")
@@ -70,10 +71,12 @@ def build_oracle(args, workload=None):
     return VmapOracle(w, args.workers, seed=args.seed, dtype=dtype)
 
 
-def run_config(args):
+def run_config(args, workload=None):
     from simulator.engine import RunConfig
 
-    return RunConfig(method=args.method, compressor=args.compressor, lr=lr_value(args.lr), rounds=args.rounds,
+    lr = lr_value(args.lr) if args.lr is not None else getattr(workload, "default_lr", None) or "theory"
+    rounds = args.rounds if args.rounds is not None else getattr(workload, "default_rounds", None) or 100
+    return RunConfig(method=args.method, compressor=args.compressor, lr=lr, rounds=rounds,
                      seed=args.seed, eval_every=args.eval_every, participation=args.participation,
                      down_compressor=args.down_compressor, target=args.target, progress=not args.no_progress)
 
@@ -82,8 +85,8 @@ def run(args) -> int:
     from experiments.report import format_table
     from simulator.engine import Simulation
 
-    cfg = run_config(args)  # validate flags before building data
     workload = build_workload(args)
+    cfg = run_config(args, workload)  # validate flags before building data
     oracle = build_oracle(args, workload)
     out = args.out or default_out(args)
     sim = Simulation(oracle, cfg, out, extra_config={"workload": args.workload, "data": args.data, "batch": args.batch,

@@ -21,6 +21,12 @@ WORKLOADS: dict[str, tuple[str, str]] = {
 }
 
 
+# workload families (issues 7, 8, ...): ids in the order their results tables list them
+FAMILIES: dict[str, list[str]] = {
+    "convex": ["logreg", "quadratic", "lstsq"],
+}
+
+
 def workload_class(name: str):
     if name not in WORKLOADS:
         raise ValueError(f"unknown workload {name!r}; valid: {', '.join(sorted(WORKLOADS))} (see `distopt workloads`)")

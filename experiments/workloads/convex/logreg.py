@@ -33,6 +33,10 @@ class LogReg:
 
     name: ClassVar[str] = "logreg"
     paper: ClassVar[str] = "EF21: A New, Simpler, Theoretically Better, and Practically Faster Error Feedback"
+    primary_metric: ClassVar[str] = "grad_norm_sq"
+    higher_is_better: ClassVar[bool] = False
+    default_lr: ClassVar[object] = "theory"
+    default_rounds: ClassVar[int] = 300
 
     def __post_init__(self):
         if self.reg < 0:

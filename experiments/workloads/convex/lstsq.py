@@ -29,6 +29,10 @@ class LeastSquares:
 
     name: ClassVar[str] = "lstsq"
     paper: ClassVar[str] = "EF21: A New, Simpler, Theoretically Better, and Practically Faster Error Feedback"
+    primary_metric: ClassVar[str] = "grad_norm_sq"
+    higher_is_better: ClassVar[bool] = False
+    default_lr: ClassVar[object] = "theory"
+    default_rounds: ClassVar[int] = 300
 
     def dataset(self) -> tuple[Tensor, Tensor]:
         g = torch.Generator().manual_seed(self.data_seed)

@@ -26,6 +26,10 @@ class Quadratic:
 
     name: ClassVar[str] = "quadratic"
     paper: ClassVar[str] = "EControl: Fast Distributed Optimization with Compression and Error Control"
+    primary_metric: ClassVar[str] = "dist_sq"
+    higher_is_better: ClassVar[bool] = False
+    default_lr: ClassVar[object] = "theory"
+    default_rounds: ClassVar[int] = 300
 
     def __post_init__(self):
         if self.dim < 1 or self.zeta < 0 or self.sigma < 0 or self.h <= 0:
