@@ -25,7 +25,8 @@ def run_one(workload, method: str, compressor: str, n: int, rounds: int, seed: i
     oracle = workload.oracle(n, dtype=torch.float32, seed=seed) if hasattr(workload, "oracle") else \
         VmapOracle(workload, n, seed=seed, dtype=torch.float32)
     cfg = RunConfig(method=method, compressor=compressor, lr=lr or workload.default_lr, rounds=rounds, seed=seed,
-                    eval_every=rounds, on_nonfinite="stop", progress=False)
+                    eval_every=rounds, on_nonfinite="stop", progress=False,
+                    optimizer=getattr(workload, "default_optimizer", "sgd"))
     try:
         sim = Simulation(oracle, cfg)
     except ValueError as e:  # e.g. no theory stepsize for this method: say so in the table

@@ -29,7 +29,7 @@ from typing import Any, Literal, Optional
 import torch
 from torch import Tensor
 
-from distopt import stepsizes
+from distopt import optim, stepsizes
 from distopt._spec import parse
 from distopt._tree import rows as tree_rows
 from distopt._tree import scatter_rows
@@ -56,6 +56,7 @@ class RunConfig:
     eval_every: int = 1
     participation: float = 1.0
     down_compressor: Optional[str] = None
+    optimizer: str = "sgd"  # applied to the method's direction at the server (distopt.optim)
     on_nonfinite: Literal["raise", "stop"] = "raise"
     target: Optional[float] = None  # stop once grad_norm_sq <= target
     workers: Literal["vectorized", "loop"] = "vectorized"
@@ -135,6 +136,10 @@ class Simulation:
         self.iterates: Optional[list[Tensor]] = [] if keep_iterates else None
         self.method = build_method(cfg, oracle)
         self.lr = resolve_lr(cfg, self.method, oracle)
+        self.optimizer = optim.make(cfg.optimizer)
+        if self.method.model_units and self.optimizer.name != "sgd":
+            raise ValueError(f"{self.method.name} works in model units (its direction already includes lr); "
+                             f"use --optimizer sgd, not {cfg.optimizer}")
         self.down = make_compressor(cfg.down_compressor) if cfg.down_compressor else None
         if self.down is not None:
             self.down.validate(oracle.d)
@@ -220,6 +225,7 @@ class Simulation:
         S: Any = None
         d_hat: Optional[Tensor] = None
         down_state: tuple = ()
+        opt_state = self.optimizer.init(x)
         status = "finished"
         t0 = time.perf_counter()
         self._log(0, x, bits_up, bits_down, t0)
@@ -239,7 +245,11 @@ class Simulation:
                     bits = 0
                     direction, S = self.method.server_step(torch.zeros_like(x), S, self.lr)
                 direction, bits_d, d_hat, down_state = self._downlink(t, direction, d_hat, down_state)
-                x = x - self.method.update(direction, self.lr)
+                if self.method.model_units:
+                    x = x - direction
+                else:
+                    step, opt_state = self.optimizer.step(direction, opt_state, self.lr)
+                    x = x - step
                 _check_finite(x.unsqueeze(0), torch.tensor([-1]), t, "iterate")
                 if self.iterates is not None:
                     self.iterates.append(x.clone())

@@ -58,3 +58,16 @@ def test_trains_through_the_simulator():
     h = Simulation(o, RunConfig(method="ef21", compressor="topk:ratio=0.3", lr=0.1, rounds=150, progress=False)).run()
     assert h.last["loss"] < 0.5 * h.rows[0]["loss"]
     assert float(o.local["bias"][2] - o.local["bias"][0]) > 0.5  # learned the worker offsets locally
+
+
+def test_server_optimizers_apply_to_the_direction():
+    o = VmapOracle(TinyRegression(), 3, seed=0, dtype=torch.float64)
+    h = Simulation(o, RunConfig(method="ef21", compressor="topk:ratio=0.3", lr=0.02, rounds=100, progress=False,
+                                optimizer="adam")).run()
+    assert h.last["loss"] < 0.5 * h.rows[0]["loss"]
+    import pytest
+
+    with pytest.raises(ValueError, match="model units"):
+        Simulation(o, RunConfig(method="ef14", compressor="topk:k=2", lr=0.02, rounds=3, optimizer="adam", progress=False))
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        Simulation(o, RunConfig(method="ef21", compressor="topk:k=2", lr=0.02, rounds=3, optimizer="adamw", progress=False))

@@ -22,6 +22,8 @@ def add_run_arguments(p) -> None:
     p.add_argument("--batch", type=int, default=None, help="samples per worker per round (stochastic gradients); default full")
     p.add_argument("--participation", type=float, default=1.0, help="probability a worker takes part in a round (EF21-PP)")
     p.add_argument("--down-compressor", default=None, help="compress the server's broadcast too (EF21-BC)")
+    p.add_argument("--optimizer", default=None, help="server optimizer on the aggregated direction: sgd (the methods' rule), "
+                   "momentum:beta=0.9, adam (default: the workload's default_optimizer, else sgd)")
     p.add_argument("--target", type=float, default=None, help="stop once ||grad f||^2 <= target")
     p.add_argument("--out", default=None, help="output folder (default runs/<workload>-<method>-<compressor>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -78,7 +80,8 @@ def run_config(args, workload=None):
     rounds = args.rounds if args.rounds is not None else getattr(workload, "default_rounds", None) or 100
     return RunConfig(method=args.method, compressor=args.compressor, lr=lr, rounds=rounds,
                      seed=args.seed, eval_every=args.eval_every, participation=args.participation,
-                     down_compressor=args.down_compressor, target=args.target, progress=not args.no_progress)
+                     down_compressor=args.down_compressor, target=args.target, progress=not args.no_progress,
+                     optimizer=args.optimizer or getattr(workload, "default_optimizer", None) or "sgd")
 
 
 def run(args) -> int:

@@ -11,7 +11,10 @@ from typing import Any
 
 from distopt._spec import build, parse
 
-WORKLOADS: dict[str, tuple[str, str]] = {
+from .generative import WORKLOADS as _GENERATIVE
+from .sequence import WORKLOADS as _SEQUENCE
+
+_CONVEX: dict[str, tuple[str, str]] = {
     "logreg": ("experiments.workloads.convex.logreg:LogReg",
                "EF21 (Richtarik, Sokolov, Fatkhullin 2021): nonconvex logistic regression"),
     "quadratic": ("experiments.workloads.convex.quadratic:Quadratic",
@@ -21,10 +24,13 @@ WORKLOADS: dict[str, tuple[str, str]] = {
 }
 
 
-# workload families (issues 7, 8, ...): ids in the order their results tables list them
+# one registry per family package (each a dict literal beside its workloads), merged here
 FAMILIES: dict[str, list[str]] = {
-    "convex": ["logreg", "quadratic", "lstsq"],
+    "convex": list(_CONVEX),
+    "sequence": list(_SEQUENCE),
+    "generative": list(_GENERATIVE),
 }
+WORKLOADS: dict[str, tuple[str, str]] = {**_CONVEX, **_SEQUENCE, **_GENERATIVE}
 
 
 def workload_class(name: str):

@@ -1,0 +1,5 @@
+"""Family 2: diffusion, score-based and learned-compression models (issue 8; specs/workloads.md
+entries 7, 15, 18, 27, 28, 32, 40, 46, 47, 49). ``WORKLOADS[id] = ("module:Class", "paper")``."""
+
+WORKLOADS: dict[str, tuple[str, str]] = {
+}
