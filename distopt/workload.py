@@ -10,8 +10,9 @@ are its hyper-parameters, all with defaults):
 
 * ``name`` (registry id), ``paper`` (title);
 * ``primary_metric`` (a key of ``evaluate``'s dict) and ``higher_is_better``;
-* ``default_lr`` and ``default_rounds``: what ``distopt simulate --workload ID`` uses when no
-  ``--lr`` / ``--rounds`` is given, and the family results tables use.
+* ``default_lr``, ``default_rounds`` and ``default_optimizer`` (``sgd``, ``momentum``, ``adam``;
+  see distopt.optim): what ``distopt simulate --workload ID`` uses when no ``--lr`` /
+  ``--rounds`` / ``--optimizer`` is given, and what the family results tables use.
 
 Optional extensions the backends use when present:
 
