@@ -10,6 +10,12 @@ The hash is murmur3's 32-bit finalizer applied twice with key injection (a 2-rou
 keyed bijection of the counter). It is a statistical generator, not a cryptographic one.
 All arithmetic is on int32 tensors and relies on two's-complement wrap-around of int32
 multiplication, which torch gives on CPU and CUDA; right shifts are made logical by masking.
+
+Speed: the hash is ~20 elementwise passes, so it is evaluated in place, piece by piece
+(:meth:`Stream.fill_` on chunks of ~``CHUNK`` numbers with one reused scratch buffer): a fresh
+full-size temporary per pass would cost a page-faulting allocation (~8 ms per 40 MB on a
+typical VM) and a trip to DRAM, where a pass over a warm cache-sized piece costs ~0.4 ms per
+10^7 numbers. Elementwise compressors call ``fill_`` inside their own chunk loop.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Noise", "bits32", "uniform", "normal", "randint"]
+__all__ = ["Noise", "Stream", "bits32", "uniform", "normal", "randint"]
 
 _GOLD = -1640531535  # 0x9E3779B1 as int32: Weyl increment that spreads counters
 _C1 = -2048144789  # 0x85EBCA6B
@@ -35,19 +41,28 @@ STREAM_DATA = 6
 STREAM_NOISE = 7
 
 
+CHUNK = 1 << 20  # numbers per piece when hashing in place (see the module docstring)
+
+
+def _xorshift_(h: Tensor, k: int, tmp: Tensor) -> None:
+    """``h ^= h >>> k`` (logical shift) in place on int32 ``h``; ``tmp``: scratch like ``h``."""
+    torch.bitwise_right_shift(h, k, out=tmp)
+    tmp &= (1 << (32 - k)) - 1
+    h ^= tmp
+
+
+def _mix_(h: Tensor, tmp: Tensor) -> None:
+    """The middle of murmur3 fmix32 (multiply, xorshift 13, multiply), in place."""
+    h *= _C1
+    _xorshift_(h, 13, tmp)
+    h *= _C2
+
+
 def _fmix_(h: Tensor, tmp: Tensor) -> Tensor:
     """murmur3 fmix32, in place on int32 ``h`` (``tmp``: scratch of the same shape)."""
-    torch.bitwise_right_shift(h, 16, out=tmp)
-    tmp &= 0xFFFF
-    h ^= tmp
-    h *= _C1
-    torch.bitwise_right_shift(h, 13, out=tmp)
-    tmp &= 0x7FFFF
-    h ^= tmp
-    h *= _C2
-    torch.bitwise_right_shift(h, 16, out=tmp)
-    tmp &= 0xFFFF
-    h ^= tmp
+    _xorshift_(h, 16, tmp)
+    _mix_(h, tmp)
+    _xorshift_(h, 16, tmp)
     return h
 
 
@@ -115,30 +130,82 @@ class Noise:
         return bits32(self, numel, stream, device)
 
 
+class Stream:
+    """One stream of every worker of a :class:`Noise`, keyed and ready to draw from.
+
+    ``fill_(out, start)`` writes the bits of counters ``start .. start + c - 1`` into an int32
+    ``out: [rows, c]`` (row i: worker i), so a caller can draw a long vector piece by piece
+    into a reused buffer. Bits are ``fmix(fmix(j * GOLD ^ k1) ^ k2)`` (fmix = murmur3 fmix32).
+    Written fmix = X B X, with X: h ^= h >>> 16 (an involution, linear over GF(2)) and B its
+    middle, the two middle X cancel: fmix(fmix(a) ^ k2) = X B (B X a ^ X k2). So we store
+    X k2 and make 20 passes instead of 26, bit for bit the same numbers.
+    """
+
+    __slots__ = ("k1", "xk2")
+
+    def __init__(self, noise: Noise, stream: int, device=None):
+        k1, k2 = _keys(noise.seed, noise.step, noise.workers(), stream)
+        _xorshift_(k2, 16, torch.empty_like(k2))
+        self.k1 = k1.unsqueeze(1).to(device)  # [rows, 1]
+        self.xk2 = k2.unsqueeze(1).to(device)  # [rows, 1]: X k2
+
+    @property
+    def rows(self) -> int:
+        return self.k1.shape[0]
+
+    def fill_(self, out: Tensor, start: int, tmp: Tensor | None = None, rows: slice = slice(None)) -> Tensor:
+        """int32 ``out: [r, c]`` <- bits of counters ``start ..`` for workers ``rows`` (in place).
+
+        ``tmp``: int32 scratch of ``out``'s shape (allocated if not given)."""
+        c = out.shape[1]
+        if start + c > 1 << 31:
+            raise ValueError(f"counter-based draws support up to 2^31 numbers per vector, asked {start + c}")
+        tmp = torch.empty_like(out) if tmp is None else tmp
+        j = tmp[0]  # tmp's first row holds the counters, then serves as scratch
+        torch.arange(start, start + c, dtype=torch.int32, out=j)
+        j *= _GOLD
+        torch.bitwise_xor(j, self.k1[rows], out=out)
+        _xorshift_(out, 16, tmp)
+        _mix_(out, tmp)
+        out ^= self.xk2[rows]
+        _mix_(out, tmp)
+        _xorshift_(out, 16, tmp)
+        return out
+
+
+def _pieces(numel: int, rows: int) -> range:
+    """Starts of column pieces of ~CHUNK numbers (all rows together) covering ``range(numel)``."""
+    return range(0, numel, max(1, CHUNK // max(rows, 1)))
+
+
 def bits32(noise: Noise, numel: int, stream: int, device=None, start: int = 0) -> Tensor:
     if numel + start >= 1 << 31:
         raise ValueError(f"counter-based draws support up to 2^31 numbers per vector, asked {numel + start}")
-    k1, k2 = _keys(noise.seed, noise.step, noise.workers(), stream)
-    if device is not None:
-        k1, k2 = k1.to(device), k2.to(device)
-    j = torch.arange(start, start + numel, dtype=torch.int32, device=k1.device)
-    j *= _GOLD
-    h = torch.empty((k1.numel(), numel), dtype=torch.int32, device=k1.device)
-    torch.bitwise_xor(j.unsqueeze(0), k1.unsqueeze(1), out=h)
-    tmp = torch.empty_like(h)
-    _fmix_(h, tmp)
-    h ^= k2.unsqueeze(1)
-    _fmix_(h, tmp)
-    return h
+    s = Stream(noise, stream, device)
+    out = torch.empty((s.rows, numel), dtype=torch.int32, device=device)
+    pieces = _pieces(numel, s.rows)
+    tmp = torch.empty((s.rows, min(numel, pieces.step)), dtype=torch.int32, device=device)
+    for c0 in pieces:
+        c1 = min(numel, c0 + pieces.step)
+        s.fill_(out[:, c0:c1], start + c0, tmp[:, : c1 - c0])
+    return out
 
 
 def uniform(noise: Noise, numel: int, stream: int, dtype=torch.float32, device=None) -> Tensor:
-    """Uniform draws in [0, 1) on a 2^-24 grid, ``[rows, numel]``."""
-    h = bits32(noise, numel, stream, device)
-    torch.bitwise_right_shift(h, 8, out=h)
-    h &= 0xFFFFFF
-    out = h.to(dtype)
-    out *= 2.0**-24
+    """Uniform draws in [0, 1) on a 2^-24 grid, ``[rows, numel]``: (bits >>> 8) * 2^-24."""
+    s = Stream(noise, stream, device)
+    out = torch.empty((s.rows, numel), dtype=dtype, device=device)
+    pieces = _pieces(numel, s.rows)
+    h = torch.empty((s.rows, min(numel, pieces.step)), dtype=torch.int32, device=device)
+    tmp = torch.empty_like(h)
+    for c0 in pieces:
+        c1 = min(numel, c0 + pieces.step)
+        b = s.fill_(h[:, : c1 - c0], c0, tmp[:, : c1 - c0])
+        torch.bitwise_right_shift(b, 8, out=b)
+        b &= 0xFFFFFF
+        o = out[:, c0:c1]
+        o.copy_(b)
+        o *= 2.0**-24
     return out
 
 

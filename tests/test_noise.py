@@ -37,3 +37,31 @@ def test_uniform_and_normal_moments():
     r = randint(Noise(0, 0, 0), 100_000, 10, 1)
     freq = torch.bincount(r[0], minlength=10).double() / 1e5
     assert float((freq - 0.1).abs().max()) < 5 * math.sqrt(0.09 / 1e5)
+
+
+def _fmix_ref(h):
+    """murmur3 fmix32 on int64 holding uint32 values (textbook form, no tricks)."""
+    h = h ^ (h >> 16)
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h = h ^ (h >> 13)
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+
+def test_bits_are_two_keyed_fmix_rounds_in_every_piece(monkeypatch):
+    """The in-place, piecewise hash (middle xorshifts folded into the key) equals the textbook
+    fmix(fmix(j * GOLD ^ k1) ^ k2), however the counters are cut into pieces."""
+    import distopt.noise as noise_mod
+
+    w = torch.tensor([0, 3, 9])
+    noise = Noise(seed=5, step=2, worker=w)
+    k1, k2 = noise_mod._keys(5, 2, w.to(torch.int32), 4)
+    k1, k2 = (k1.to(torch.int64) & 0xFFFFFFFF).unsqueeze(1), (k2.to(torch.int64) & 0xFFFFFFFF).unsqueeze(1)
+    j = torch.arange(100, 100 + 1000, dtype=torch.int64)
+    ref = _fmix_ref(_fmix_ref(((j * 0x9E3779B1) & 0xFFFFFFFF) ^ k1) ^ k2)
+    ref = torch.where(ref >= 2**31, ref - 2**32, ref).to(torch.int32)
+    for chunk in (1 << 20, 7, 1):
+        monkeypatch.setattr(noise_mod, "CHUNK", chunk)
+        assert torch.equal(bits32(noise, 1000, 4, start=100), ref), chunk
+        u = uniform(noise, 1100, 4)[:, 100:]
+        assert torch.equal(u, ((ref.to(torch.int64) & 0xFFFFFFFF) >> 8).float() * 2.0**-24), chunk
