@@ -287,6 +287,96 @@ def test_natural_float32_is_exactly_powers_of_two():
             assert abs(b) / 2 <= abs(a) <= abs(b) * 2 or abs(a) < 1.2e-38
 
 
+# ---- piecewise (chunked) evaluation of the elementwise compressors ------------------------
+ELEMENTWISE = ["sign", "scaled_sign", "qsgd:levels=4", "qsgd:levels=1", "qsgd:levels=200",
+               "dither:levels=3,norm=inf", "natural"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("spec", ELEMENTWISE)
+def test_chunked_equals_unchunked(spec, dtype, monkeypatch):
+    """Elementwise compressors run piece by piece (compressors/_chunked.py); the cut must not
+    show. Pieces of one row, of a few rows, and of 16384-column ranges with a ragged end give
+    the bits of one single piece."""
+    from distopt.compressors import _chunked
+
+    c = make(spec)
+    for n, d in ((3, 40_003), (5, 37), (1, 50_001)):
+        x = _vec(n * d, seed=d, dtype=dtype).reshape(n, d)
+        x[:, ::11] = 0
+        rng = Noise(seed=2, step=1, worker=torch.arange(n), n_workers=4)
+        monkeypatch.setattr(_chunked, "CHUNK", 1 << 30)
+        p_ref = c.compress(x, rng)
+        y_ref = c.decompress(p_ref, d, rng, dtype)
+        for chunk in (1, 64, 100, 20_000):
+            monkeypatch.setattr(_chunked, "CHUNK", chunk)
+            p = c.compress(x, rng)
+            assert all(torch.equal(a, b) for a, b in zip(p, p_ref)), (spec, n, d, chunk)
+            assert torch.equal(c.decompress(p, d, rng, dtype), y_ref), (spec, n, d, chunk)
+
+
+@pytest.mark.parametrize("spec", ELEMENTWISE)
+def test_long_stacked_rows_equal_single_workers(spec):
+    """As test_stacked_rows_equal_single_workers, with rows long enough that torch would split
+    a lone row's sum across threads (scaled_sign's l1 norm goes through fixed column blocks)."""
+    c = make(spec)
+    n, d = 3, 70_001
+    xs = _vec(n * d, seed=6).reshape(n, d)
+    batch = Noise(seed=5, step=2, worker=torch.arange(n), n_workers=n)
+    p = c.compress(xs, batch)
+    y = c.decompress(p, d, batch, xs.dtype)
+    for i in range(n):
+        one = Noise(seed=5, step=2, worker=i, n_workers=n)
+        assert all(torch.equal(a[i], b) for a, b in zip(p, c.compress(xs[i], one))), (spec, i)
+        assert torch.equal(y[i], c(xs[i], one)), (spec, i)
+
+
+def test_elementwise_compressors_compute_their_formulas():
+    """The fused kernels compute the docstrings' formulas, from the documented draws."""
+    from distopt.noise import STREAM_ROUNDING, bits32, uniform
+
+    n, d = 3, 5000
+    x = _vec(n * d, seed=4).reshape(n, d)
+    x[:, ::7] = 0
+    rng = Noise(seed=8, step=2, worker=torch.arange(n))
+    sign = torch.where(x < 0, -1.0, 1.0)
+    assert torch.equal(make("sign")(x, rng), sign)
+    l1 = x.double().abs().sum(1, keepdim=True) / d
+    assert torch.allclose(make("scaled_sign")(x, rng).double(), sign * l1, rtol=1e-6, atol=0)
+    # QSGD: level = floor(v) + [u < frac(v)], v = s |x| / ||x||_2, u on the 2^-24 grid
+    for s in (1, 4, 200):
+        norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+        v = x.abs() * (s / norm)
+        u = uniform(rng, d, STREAM_ROUNDING)
+        level = (torch.floor(v) + (u < v - torch.floor(v)).float()).clamp(max=s)
+        assert torch.equal(make(f"qsgd:levels={s}")(x, rng), torch.sign(x) * level * (norm / s)), s
+    # natural: exponent + [23 random bits < 23 mantissa bits], sign kept
+    xi = x.view(torch.int32)
+    rnd = (bits32(rng, d, STREAM_ROUNDING) >> 9) & 0x7FFFFF
+    e = ((xi >> 23) & 0xFF) + (rnd < (xi & 0x7FFFFF)).to(torch.int32)
+    expect = (e << 23).view(torch.float32) * torch.sign(x)
+    assert torch.equal(make("natural")(x, rng), expect)
+
+
+@pytest.mark.parametrize("width", [1, 2, 4, 8])
+def test_bitpack_every_byte(width):
+    """pack (one multiply per word) and lookup (one gather per byte) against the definition:
+    byte = sum_i code_i << (width i), over every byte value."""
+    from distopt.compressors import _bitpack
+
+    per = 8 // width
+    byte = torch.arange(256)
+    codes = ((byte.unsqueeze(1) >> (width * torch.arange(per))) & ((1 << width) - 1)).to(torch.uint8)  # [256, per]
+    flat = codes.reshape(1, -1)
+    assert torch.equal(_bitpack.pack(flat, width), byte.to(torch.uint8).unsqueeze(0))
+    assert torch.equal(_bitpack.unpack(byte.to(torch.uint8).unsqueeze(0), width, flat.shape[1]), flat)
+    table = (torch.arange(1 << width) * 37 % 251 - 125).to(torch.int8)
+    out = torch.empty(1, 256 * per, dtype=torch.int8)
+    _bitpack.lookup_into(byte.to(torch.uint8).unsqueeze(0), width, _bitpack.byte_table(table, width), out,
+                         torch.empty(1, 256, dtype=torch.int32))
+    assert torch.equal(out, table[flat.long()])
+
+
 # ---- edge cases (hypothesis) ------------------------------------------------------------
 finite = st.floats(min_value=-(2.0**100), max_value=2.0**100, allow_nan=False, allow_infinity=False, width=32)
 

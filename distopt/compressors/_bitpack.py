@@ -1,7 +1,11 @@
 """Pack small unsigned codes into bytes, so a payload's size is its real wire size.
 
 Codes of width w in {1, 2, 4, 8} bits: 8/w codes per byte, little-endian within the byte.
-Works on the last dimension of any ``[..., m]`` tensor.
+Works on the last dimension of any ``[..., m]`` tensor. Widths past 8 bits travel as int16.
+
+The chunked compressors (see _chunked) use the in-place forms: :func:`pack_into` packs a
+piece with one integer multiply per machine word, and :func:`lookup_into` decodes a piece
+with one table gather per byte.
 """
 from __future__ import annotations
 
@@ -9,6 +13,9 @@ import torch
 from torch import Tensor
 
 WIDTHS = (1, 2, 4, 8)
+# a word holding the 8/w one-byte codes that pack into one byte, per width
+_WORD = {1: torch.int64, 2: torch.int32, 4: torch.int16}
+_UNIT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}  # an element of n bytes
 
 
 def code_width(num_codes: int) -> int:
@@ -21,22 +28,38 @@ def code_width(num_codes: int) -> int:
     raise ValueError(f"cannot pack {num_codes} distinct codes")
 
 
+def codes_per_byte(width: int) -> int:
+    return 8 // width if width <= 8 else 1
+
+
+def pack_into(codes: Tensor, width: int, out: Tensor) -> Tensor:
+    """Pack codes ``[..., m]`` (each < 2^width; m a multiple of 8/width) into ``out``
+    (``[..., m*width/8]`` uint8; int16 for width 16). Overwrites ``codes``, which must be
+    contiguous (uint8 or bool; int32 for width 16).
+
+    The 8/w codes of a byte sit at bits 8i of a word (int64, int32 or int16); multiplying by
+    sum_i 2^(8(per-1) - (8-w) i) moves code i to bit 8(per-1) + w i, i.e. all of them into the
+    word's top byte, in order. The other products land in disjoint bit ranges below the top
+    byte or past the word's end, so nothing carries into it (tests check every byte value).
+    """
+    if width >= 8:
+        return out.copy_(codes)  # width 16: int32 -> int16 keeps the low 16 bits
+    per = 8 // width
+    words = codes.view(torch.uint8).view(_WORD[width])
+    words *= sum(1 << (8 * (per - 1) - (8 - width) * i) for i in range(per))
+    words >>= 8 * (per - 1)
+    return out.copy_(words)  # integer narrowing keeps the low byte: the top byte of the word
+
+
 def pack(codes: Tensor, width: int) -> Tensor:
     """uint8 codes ``[..., m]`` (each < 2^width) -> uint8 ``[..., ceil(m*width/8)]``."""
     if width == 16:
         return codes.to(torch.int16)
     per = 8 // width
     m = codes.shape[-1]
-    pad = (-m) % per
-    c = codes.to(torch.uint8)
-    if pad:
-        c = torch.nn.functional.pad(c, (0, pad))
-    c = c.reshape(*c.shape[:-1], -1, per)
-    if per == 1:
-        return c.squeeze(-1).contiguous()
-    shifts = torch.arange(0, 8, width, dtype=torch.uint8, device=c.device)
-    c = torch.bitwise_left_shift(c, shifts)
-    return c.sum(-1, dtype=torch.uint8)
+    c = torch.nn.functional.pad(codes.to(torch.uint8), (0, (-m) % per)).contiguous()
+    out = torch.empty(*c.shape[:-1], c.shape[-1] // per, dtype=torch.uint8, device=c.device)
+    return pack_into(c, width, out)
 
 
 def unpack(packed: Tensor, width: int, m: int) -> Tensor:
@@ -50,3 +73,25 @@ def unpack(packed: Tensor, width: int, m: int) -> Tensor:
     c = torch.bitwise_right_shift(packed.unsqueeze(-1), shifts)
     c &= (1 << width) - 1
     return c.reshape(*packed.shape[:-1], -1)[..., :m]
+
+
+def byte_table(table: Tensor, width: int) -> Tensor:
+    """For :func:`lookup_into`: ``table[code]`` (``[2^width]``, a 1- or 2-byte dtype) spread over
+    every packed byte value: one element (of per * itemsize bytes) per byte value."""
+    if width == 16:
+        return table
+    per = 8 // width
+    byte = torch.arange(256, device=table.device)
+    codes = (byte.unsqueeze(1) >> torch.arange(0, 8, width, device=table.device)) & ((1 << width) - 1)
+    return table[codes].reshape(-1).view(_UNIT[per * table.element_size()])  # [256]
+
+
+def lookup_into(packed: Tensor, width: int, btable: Tensor, out: Tensor, idx: Tensor) -> Tensor:
+    """``out[..., j] = table[code j]`` for the codes in ``packed`` (``[r, mp]``), one gather per
+    byte. ``btable`` from :func:`byte_table`; ``out``: contiguous ``[r, mp * 8/width]`` of the
+    table's dtype; ``idx``: int32 scratch ``[r, mp]``."""
+    idx.copy_(packed)
+    if width == 16:
+        idx &= 0xFFFF  # int16 codes are unsigned
+    torch.index_select(btable, 0, idx.view(-1), out=out.view(-1).view(btable.dtype))
+    return out

@@ -18,7 +18,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ..noise import Noise, bits32, uniform
+from ..noise import Noise, Stream, bits32, uniform
 
 Payload = tuple[Tensor, ...]
 
@@ -123,6 +123,11 @@ class Compressor:
                 f"{self.name}: x has {rows.shape[0]} rows (workers) but rng names {n_rng}; "
                 f"pass Noise(seed, step, worker=torch.arange({rows.shape[0]})) for a stacked batch"
             )
+
+    def _stream(self, rng: Noise, rows: Tensor, stream: int) -> Stream:
+        """The keyed stream of every row's worker, to draw from piece by piece (``Stream.fill_``)."""
+        self._bits_check(rng, rows)
+        return Stream(rng, stream, rows.device)
 
     def _uniform(self, rng: Noise, rows: Tensor, stream: int, dtype) -> Tensor:
         """Uniforms in [0, 1) on a 2^-24 grid, ``[N, d]``."""

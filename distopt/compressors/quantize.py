@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..noise import STREAM_ROUNDING, Noise
 from . import _bitpack
+from ._chunked import chunks, decode
 from .base import Compressor, Payload
 
 __all__ = ["QSGD", "Dither", "Natural", "NaturalDither"]
@@ -37,17 +38,32 @@ def _norm(rows: Tensor, p: float) -> Tensor:
     """Per-row p-norm ``[N, 1]`` in the row dtype (float32 at least). Recomputed in float64
     when float32 squares overflow (|x| > ~1e19) or all underflow (|x| < ~1e-19)."""
     r = rows if rows.dtype in (torch.float32, torch.float64) else rows.float()
-    if p == math.inf:
-        return r.abs().amax(dim=1, keepdim=True)
+    if p == math.inf:  # max |x| = max(-min x, max x): one pass, no |x| temporary
+        lo, hi = torch.aminmax(r, dim=1, keepdim=True)
+        return torch.maximum(-lo, hi)
     norm = torch.linalg.vector_norm(r, ord=p, dim=1, keepdim=True)
-    bad = ~torch.isfinite(norm) | ((norm == 0) & (r != 0).any(dim=1, keepdim=True))
-    if r.dtype == torch.float32 and bool(bad.any()):
-        norm = torch.linalg.vector_norm(r, ord=p, dim=1, keepdim=True, dtype=torch.float64).to(r.dtype)
+    if r.dtype == torch.float32:
+        bad = ~torch.isfinite(norm)
+        zero = norm == 0
+        if bool(zero.any()):  # a pass over x only when some norm is 0
+            bad |= zero & (r != 0).any(dim=1, keepdim=True)
+        if bool(bad.any()):
+            norm = torch.linalg.vector_norm(r, ord=p, dim=1, keepdim=True, dtype=torch.float64).to(r.dtype)
     return norm
 
 
 def _work(rows: Tensor) -> Tensor:
     return rows if rows.dtype in (torch.float32, torch.float64) else rows.float()
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _signed_levels(width: int) -> Tensor:
+    """Decoding table of the codes 2*level + signbit: code -> (-1)^signbit * level, ``[2^width]``."""
+    c = torch.arange(1 << width)
+    return ((1 - 2 * (c & 1)) * (c >> 1)).to(torch.int8 if width <= 8 else torch.int16)
 
 
 def _signed_codes(level: Tensor, rows: Tensor) -> Tensor:
@@ -98,24 +114,42 @@ class _UniformDither(Compressor):
         return min(d / (s * s), math.sqrt(d) / s)
 
     def compress(self, x: Tensor, rng: Noise | None = None) -> Payload:
+        """level = floor(v) + [u < frac(v)] for v = s |x_j| / ||x||, u uniform on the 2^-24 grid;
+        code = 2 level + signbit, packed. Piece by piece (see _chunked)."""
         rng = self._need_rng(rng)
         rows, lead = self._start(x)
-        work = _work(rows)
-        norm = _norm(work, self._norm_p)  # [N, 1]
-        v = work.abs()
-        v *= torch.where(norm > 0, self.levels / norm, torch.zeros_like(norm))  # u*s in [0, s]
-        level = torch.floor(v)
-        v -= level  # fractional part: probability of rounding up
-        u = self._uniform(rng, rows, STREAM_ROUNDING, v.dtype)
-        level += (u < v).to(level.dtype)
-        level.clamp_(max=self.levels)
-        code = _signed_codes(level.to(torch.int32), rows)
-        return _pack_payload(norm.squeeze(1), code, 2 * self.levels + 2, lead)
+        n, d = rows.shape
+        wd = _work_dtype(rows.dtype)
+        norm = _norm(rows, self._norm_p)  # [N, 1]
+        scale = torch.where(norm > 0, self.levels / norm, torch.zeros_like(norm))  # |x| * scale in [0, s]
+        stream = self._stream(rng, rows, STREAM_ROUNDING)
+        width = _bitpack.code_width(2 * self.levels + 2)
+        per = _bitpack.codes_per_byte(width)
+        packed = torch.empty(n, -(-d // per), dtype=torch.uint8 if width <= 8 else torch.int16, device=rows.device)
+        for c in chunks(n, d, rows.device):
+            x = rows[c.rows, c.cols]
+            v = torch.abs(c.like("v", x, wd), out=c.buf("v", wd))
+            v *= scale[c.rows]
+            level = torch.floor(v, out=c.buf("level", wd))
+            v -= level  # fractional part: the probability of rounding up, compared with
+            v *= 2.0**24  # u = m 2^-24 (m: 24 random bits) as m < frac 2^24 (exact scaling)
+            m = stream.fill_(c.buf("m", torch.int32), c.cols.start, c.buf("tmp", torch.int32), c.rows)
+            m >>= 8
+            m &= 0xFFFFFF
+            up = torch.lt(m, v, out=c.buf("up", torch.bool))
+            level += up
+            level.clamp_(max=self.levels)
+            code = c.buf("code", torch.uint8 if width <= 8 else torch.int32, per=per)
+            cw = code[:, : c.w]
+            cw.copy_(level)
+            torch.add(torch.lt(x, 0, out=up), cw, alpha=2, out=cw)  # 2 level + signbit
+            _bitpack.pack_into(code, width, packed[c.rows, c.packed(per)])
+        return packed.reshape(*lead, packed.shape[-1]), norm.reshape(lead)
 
     def decompress(self, p, numel, rng=None, dtype=None) -> Tensor:
-        level, sign, norm = _unpack(p, numel, 2 * self.levels + 2)
-        out = (sign * level).to(norm.dtype) * (norm / self.levels).unsqueeze(-1)
-        return out.to(dtype or torch.float32)
+        packed, norm = p
+        width = _bitpack.code_width(2 * self.levels + 2)
+        return decode(packed, width, _signed_levels(width), numel, dtype or torch.float32, norm / self.levels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,17 +258,24 @@ class Natural(Compressor):
         d = rows.shape[1]
         if rows.dtype == torch.float64:
             return self._compress64(rows, rng, lead)
-        xi = rows.float().view(torch.int32)
-        signs = _bitpack.pack((xi < 0).to(torch.uint8), 1)
-        rnd = self._bits(rng, rows, STREAM_ROUNDING)  # [N, d]
-        torch.bitwise_right_shift(rnd, 9, out=rnd)
-        rnd &= 0x7FFFFF  # 23 uniform bits
-        expo = torch.bitwise_right_shift(xi, 23)
-        expo &= 0xFF
-        mant = xi & 0x7FFFFF
-        expo += (rnd < mant).to(torch.int32)  # round up with probability mantissa / 2^23
-        expo.clamp_(max=_MAX_EXP32[rows.dtype])
-        e8 = expo.to(torch.uint8)
+        n = rows.shape[0]
+        stream = self._stream(rng, rows, STREAM_ROUNDING)
+        e8 = torch.empty(n, d, dtype=torch.uint8, device=rows.device)
+        signs = torch.empty(n, -(-d // 8), dtype=torch.uint8, device=rows.device)
+        for c in chunks(n, d, rows.device):  # piece by piece: see _chunked
+            xi = c.like("x", rows[c.rows, c.cols], torch.float32).view(torch.int32)
+            neg = c.buf("neg", torch.bool, per=8)
+            torch.lt(xi, 0, out=neg[:, : c.w])
+            _bitpack.pack_into(neg, 1, signs[c.rows, c.packed(8)])
+            rnd = stream.fill_(c.buf("rnd", torch.int32), c.cols.start, c.buf("tmp", torch.int32), c.rows)
+            rnd >>= 9
+            rnd &= 0x7FFFFF  # 23 uniform bits
+            mant = torch.bitwise_and(xi, 0x7FFFFF, out=c.buf("tmp", torch.int32))
+            up = torch.lt(rnd, mant, out=c.buf("up", torch.bool))  # round up with probability mantissa / 2^23
+            e = e8[c.rows, c.cols]
+            e.copy_(torch.bitwise_right_shift(xi, 23, out=mant))  # narrowing keeps the exponent byte
+            e += up
+            e.clamp_(max=_MAX_EXP32[rows.dtype])
         return e8.reshape(*lead, d), signs.reshape(*lead, signs.shape[-1])
 
     def _compress64(self, rows: Tensor, rng: Noise, lead) -> Payload:
@@ -249,11 +290,24 @@ class Natural(Compressor):
 
     def decompress(self, p, numel, rng=None, dtype=None) -> Tensor:
         e, packed = p
-        neg = _bitpack.unpack(packed, 1, numel).to(torch.bool)
         if e.dtype == torch.int16:  # float64 path
+            neg = _bitpack.unpack(packed, 1, numel).to(torch.bool)
             val = torch.where(e == -32768, 0.0, torch.exp2(e.to(torch.float64)))
             return torch.where(neg, -val, val).to(dtype or torch.float64)
-        bits = e.to(torch.int32)
-        bits <<= 23
-        bits |= neg.to(torch.int32) << 31
-        return bits.view(torch.float32).to(dtype or torch.float32)
+        lead, n = e.shape[:-1], e[..., 0].numel()
+        e, packed = e.reshape(n, numel), packed.reshape(n, -1)
+        dtype = dtype or torch.float32
+        out = torch.empty(n, numel, dtype=dtype, device=e.device)
+        table = _bitpack.byte_table(torch.tensor([0, 1], dtype=torch.int8, device=e.device), 1)
+        for c in chunks(n, numel, e.device):  # piece by piece: see _chunked
+            o = out[c.rows, c.cols]
+            f = o if dtype == torch.float32 else c.buf("f", torch.float32)
+            bits = f.view(torch.int32)
+            bits.copy_(e[c.rows, c.cols])
+            bits <<= 23
+            neg = c.buf("neg", torch.int8, per=8)
+            _bitpack.lookup_into(packed[c.rows, c.packed(8)], 1, table, neg, c.buf("idx", torch.int32, width=neg.shape[1] // 8))
+            torch.add(bits, neg[:, : c.w], alpha=-(2**31), out=bits)  # sets the sign bit (bits < 2^31)
+            if f is not o:
+                o.copy_(f)
+        return out.reshape(*lead, numel)
