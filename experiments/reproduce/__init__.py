@@ -5,4 +5,8 @@ reproduce ID`` looks here first, then at the workloads.
 """
 from __future__ import annotations
 
-REPRODUCTIONS: dict[str, str] = {}
+REPRODUCTIONS: dict[str, str] = {
+    "ef21w": "experiments.reproduce.ef21w",
+    "econtrol": "experiments.reproduce.econtrol",
+    "ef21": "experiments.reproduce.ef21",
+}
