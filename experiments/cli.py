@@ -9,6 +9,7 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("experiments.commands.demo", "the main job: EF21, EF21-W, EControl, EF14, DCGD on 100 heterogeneous workers"),
     "simulate": ("experiments.commands.simulate", "run a method x compressor on a workload in the in-process simulator"),
     "compressors": ("experiments.commands.compressors", "list compressors (flags, alpha/omega, bits); --bench times them"),
     "methods": ("experiments.commands.methods", "list communication methods, their options and theory stepsizes"),

@@ -90,7 +90,8 @@ class History:
 
 def plot_runs(runs: dict[str, list[dict[str, Any]]], path: str | os.PathLike, metrics=("grad_norm_sq", "loss"),
               title: str = "") -> Path:
-    """One figure: each metric against rounds and against bits per worker, one curve per run."""
+    """One figure: each metric against rounds and against uplink bits per worker (the EF papers'
+    #bits/n axis), one curve per run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,13 +105,13 @@ def plot_runs(runs: dict[str, list[dict[str, Any]]], path: str | os.PathLike, me
             pos = [v if isinstance(v, (int, float)) and v > 0 and math.isfinite(v) else math.nan for v in y]
             logy = any(v == v for v in pos)
             x_r = [r["round"] for r in rows]
-            x_b = [r.get("bits_up", math.nan) + r.get("bits_down", 0) for r in rows]
+            x_b = [r.get("bits_up", math.nan) for r in rows]
             for ax, x in zip(row_ax, (x_r, x_b)):
                 ax.plot(x, pos if logy else y, label=label)
                 if logy:
                     ax.set_yscale("log")
         row_ax[0].set_xlabel("round")
-        row_ax[1].set_xlabel("bits per worker (up + down)")
+        row_ax[1].set_xlabel("uplink bits per worker")
         for ax in row_ax:
             ax.set_ylabel(metric)
             ax.grid(alpha=0.3)
