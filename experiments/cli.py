@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "results": ("experiments.commands.results", "a workload family's results table under gd / ef21 / econtrol / dcgd"),
     "bench": ("experiments.commands.bench", "benchmarks that print ratios against a baseline run in the same process"),
     "reproduce": ("experiments.commands.reproduce", "run a paper's reproduction checks and say whether they hold"),
+    "stragglers": ("experiments.commands.stragglers", "replay a straggler pattern, model or trace through a gradient-coding scheme"),
 }
 
 
