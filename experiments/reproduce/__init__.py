@@ -9,4 +9,5 @@ REPRODUCTIONS: dict[str, str] = {
     "ef21w": "experiments.reproduce.ef21w",
     "econtrol": "experiments.reproduce.econtrol",
     "ef21": "experiments.reproduce.ef21",
+    "sgc": "experiments.reproduce.sgc",
 }
