@@ -1,0 +1,126 @@
+"""Process bodies for the DDP tests (gloo, world size 2): top-level functions so that
+``torch.multiprocessing`` can start them."""
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def setup(rank: int, world: int, port: int) -> None:
+    torch.set_num_threads(1)
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+
+
+class LogReg(nn.Module):
+    """The logreg workload's loss as a module with one parameter x (float64)."""
+
+    def __init__(self, d: int, reg: float):
+        super().__init__()
+        self.x = nn.Parameter(torch.zeros(d, dtype=torch.float64))
+        self.reg = reg
+
+    def forward(self, A, b):
+        x = self.x
+        return torch.nn.functional.softplus(-b * (A @ x)).mean() + self.reg * (x * x / (1 + x * x)).sum()
+
+
+def mlp(seed: int, dtype=torch.float64) -> nn.Module:
+    torch.manual_seed(seed)  # test fixture weights only; the methods draw from Noise
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).to(dtype)
+
+
+def mlp_batch(rank: int, step: int, dtype=torch.float64):
+    g = torch.Generator().manual_seed(100 * rank + step)
+    x = torch.randn(12, 6, generator=g, dtype=dtype)
+    return x, torch.sin(x[:, :3]) + 0.5 * x[:, 3:]  # a learnable target
+
+
+def _train_mlp(state, steps: int, dtype=torch.float64, start_sd=None, save_at=None, path=None):
+    import distopt.ddp as D
+
+    rank = dist.get_rank()
+    model = mlp(0, dtype)
+    ddp = DDP(model)
+    if state is not None:
+        ddp.register_comm_hook(state, D.comm_hook)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+    first = 0
+    if start_sd is not None:  # every rank resumes from its own checkpoint: worker state is local
+        ck = torch.load(f"{start_sd}.{rank}", weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        state.load_state_dict(ck["comm"])
+        first = ck["step"]
+    losses = []
+    for t in range(first, steps):
+        x, y = mlp_batch(rank, t, dtype)
+        loss = ((ddp(x) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+        if save_at is not None and t + 1 == save_at:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "comm": state.state_dict(), "step": t + 1},
+                       f"{path}.{rank}")
+        if save_at is not None and t + 1 == save_at:
+            dist.barrier()
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]), losses
+
+
+def run_identity_vs_default(rank, world, port, out):
+    setup(rank, world, port)
+    from distopt.ddp import CommState
+
+    ours, _ = _train_mlp(CommState(method="gd", compressor="identity"), 6)
+    ref, _ = _train_mlp(None, 6)
+    if rank == 0:
+        torch.save({"ours": ours, "ref": ref}, out)
+    dist.destroy_process_group()
+
+
+def run_ef21_parity_and_resume(rank, world, port, out, data):
+    setup(rank, world, port)
+    import distopt.ddp as D
+    from distopt.ddp import CommState
+
+    shards, reg, lr, steps, k = data["shards"], data["reg"], data["lr"], data["steps"], data["k"]
+    A, b = shards[rank]
+    model = LogReg(A.shape[1], reg)
+    ddp = DDP(model)
+    state = CommState(method="ef21", compressor=f"topk:k={k}", seed=3)
+    ddp.register_comm_hook(state, D.comm_hook)
+    opt = torch.optim.SGD(ddp.parameters(), lr=lr)
+    xs = [model.x.detach().clone()]
+    for _ in range(steps):
+        opt.zero_grad()
+        ddp(A, b).backward()
+        opt.step()
+        xs.append(model.x.detach().clone())
+    result = {"xs": torch.stack(xs), "bits": state.bits_sent, "bits_last": state.bits_last_step}
+    # resume: an EControl + Rand-K run (random draws, three state tensors), stopped and restarted
+    ck = out + ".ck"
+    full, _ = _train_mlp(CommState(method="econtrol:eta=0.2", compressor="randk:ratio=0.3"), 10)
+    _train_mlp(CommState(method="econtrol:eta=0.2", compressor="randk:ratio=0.3"), 5, save_at=5, path=ck)
+    dist.barrier()
+    resumed, _ = _train_mlp(CommState(method="econtrol:eta=0.2", compressor="randk:ratio=0.3"), 10, start_sd=ck)
+    result.update(full=full, resumed=resumed)
+    # flat vs layerwise, and bfloat16 gradients
+    flat, lf = _train_mlp(CommState(method="ef21", compressor="topk:ratio=0.2", granularity="flat"), 25)
+    layer, ll = _train_mlp(CommState(method="ef21", compressor="topk:ratio=0.2", granularity="layerwise"), 25)
+    _, lb = _train_mlp(CommState(method="ef21", compressor="topk:ratio=0.2"), 5, dtype=torch.bfloat16)
+    result.update(flat=flat, layer=layer, loss_flat=lf, loss_layer=ll, loss_bf16=lb)
+    if rank == 0:
+        torch.save(result, out)
+    dist.destroy_process_group()
