@@ -28,6 +28,7 @@ Methods in model units (EF14: D = C(e + lr g)) need ``lr=`` (the optimizer's lea
 the hook returns mean D / lr, so SGD(lr) applies exactly x -= mean D.
 Collectives run inside the hook and it returns a completed future (no overlap with backward).
 """
+import time
 import zlib
 from typing import Any, Literal, Optional, Sequence
 
@@ -89,6 +90,9 @@ class CommState:
         self.bits_sent = 0  # cumulative uplink bits of this rank (all buckets)
         self.bits_last_step = 0  # uplink bits of this rank in the last completed step
         self._step_bits = 0
+        # seconds spent, cumulative: worker step (compress + own decompress), collectives,
+        # decoding the gathered payloads, server step -- for the breakdown in `distopt bench ddp`
+        self.timings = {"worker": 0.0, "communicate": 0.0, "decode": 0.0, "server": 0.0}
         self.worker: dict[str, Any] = {}  # parameter key -> worker state slice (comp field excluded)
         self.server: dict[str, Any] = {}  # parameter key -> server state slice
         self.comp: dict[str, Any] = {}  # bucket / parameter key -> compressor state (PowerSGD's Q)
@@ -162,19 +166,27 @@ def _collect(state: CommState, sent, numel: int, dtype, key: str) -> Tensor:
     if world == 1:
         return sent.value * (float(weights[0]) if weights is not None else 1.0)
     codec = sent.codec
+    t0 = time.perf_counter()
     if codec.summable and weights is None:
         summed = []
         for t in sent.payload:  # 16-bit payloads are summed in float32 (gloo has no bf16 sum)
             acc = t.to(torch.float32) if t.dtype in (torch.float16, torch.bfloat16) else t.clone()
             dist.all_reduce(acc, group=group)
             summed.append(acc)
-        return codec.decompress(tuple(summed), numel, state._noise(key), dtype) / world
+        t1 = time.perf_counter()
+        out = codec.decompress(tuple(summed), numel, state._noise(key), dtype) / world
+        state.timings["communicate"] += t1 - t0
+        state.timings["decode"] += time.perf_counter() - t1
+        return out
     gathered = [_all_gather_any(t, group, world) for t in sent.payload]  # per tensor: list over ranks
+    t1 = time.perf_counter()
+    state.timings["communicate"] += t1 - t0
     total = torch.zeros(numel, dtype=dtype, device=sent.value.device)
     for j in range(world):
         noise = Noise(state.seed, state.step, j, world).fork(zlib.crc32(key.encode()))
         v = codec.decompress(tuple(g[j] for g in gathered), numel, noise, dtype)
         total += v * (float(weights[j]) if weights is not None else 1.0)
+    state.timings["decode"] += time.perf_counter() - t1
     return total / world
 
 
@@ -211,16 +223,21 @@ def _run(state: CommState, grad: Tensor, keys: list[str], sizes: list[int], comp
     fresh = [k not in state.worker for k in keys]
     if any(fresh) and not all(fresh):
         raise RuntimeError("a bucket mixes parameters with and without state; this should not happen -- report it")
+    t0 = time.perf_counter()
     if all(fresh):
         sent, w_new = method.init_worker(work, noise, state.lr)
+        state.timings["worker"] += time.perf_counter() - t0
         agg = _collect(state, sent, grad.numel(), work.dtype, comp_key)
+        t1 = time.perf_counter()
         direction, s_new = method.init_server(agg, state.lr)
     else:
         w = _cat_trees([state.worker[k] for k in keys])
         if hasattr(w, "_fields") and "comp" in w._fields:
             w = w._replace(comp=state.comp.get(comp_key, ()))
         sent, w_new = method.worker_step(work, w, noise, state.lr)
+        state.timings["worker"] += time.perf_counter() - t0
         agg = _collect(state, sent, grad.numel(), work.dtype, comp_key)
+        t1 = time.perf_counter()
         direction, s_new = method.server_step(agg, _cat_trees([state.server[k] for k in keys]), state.lr)
     if hasattr(w_new, "_fields") and "comp" in w_new._fields:
         state.comp[comp_key] = w_new.comp
@@ -230,6 +247,7 @@ def _run(state: CommState, grad: Tensor, keys: list[str], sizes: list[int], comp
         state.server[k] = _slice_tree(s_new, a, b)
     state._step_bits += sent.bits
     out = direction / state.lr if method.model_units else direction
+    state.timings["server"] += time.perf_counter() - t1
     return out.to(grad.dtype)
 
 

@@ -99,7 +99,8 @@ class QuadraticOracle:
         return self.H[workers] @ x
 
     def grads(self, x: Tensor, step: int, workers: Tensor) -> Tensor:
-        g = self._hx(x, workers) - self.Hc[workers]
+        hc = self.Hc if workers.numel() == self.n else self.Hc[workers]  # everyone: no gather copy
+        g = self._hx(x, workers) - hc
         if self.sigma > 0:
             g = g + self.sigma * normal(Noise(self.seed, step, workers), self.d, STREAM_NOISE, self.dtype)
         return g

@@ -5,6 +5,8 @@ import importlib
 
 BENCHES: dict[str, str] = {
     "compressors": "experiments.bench.compressors",
+    "simulator": "experiments.bench.simulator",
+    "ddp": "experiments.bench.ddp",
 }
 
 
