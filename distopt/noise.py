@@ -161,9 +161,8 @@ class Stream:
         if start + c > 1 << 31:
             raise ValueError(f"counter-based draws support up to 2^31 numbers per vector, asked {start + c}")
         tmp = torch.empty_like(out) if tmp is None else tmp
-        j = tmp[0]  # tmp's first row holds the counters, then serves as scratch
-        torch.arange(start, start + c, dtype=torch.int32, out=j)
-        j *= _GOLD
+        j = tmp[0]  # tmp's first row holds j * GOLD, then serves as scratch
+        torch.add(_weyl(c, out.device), _lo_hi(start * _GOLD)[0], out=j)
         torch.bitwise_xor(j, self.k1[rows], out=out)
         _xorshift_(out, 16, tmp)
         _mix_(out, tmp)
@@ -171,6 +170,19 @@ class Stream:
         _mix_(out, tmp)
         _xorshift_(out, 16, tmp)
         return out
+
+
+_WEYL: dict = {}  # device -> arange(n) * GOLD: a constant, kept because arange is a slow pass
+
+
+def _weyl(c: int, device: torch.device) -> Tensor:
+    """``arange(c) * GOLD`` (int32, wrapping); j * GOLD for j = start + i is this + start * GOLD."""
+    base = _WEYL.get(device)
+    if base is None or base.numel() < c:
+        base = torch.arange(max(c, CHUNK), dtype=torch.int32, device=device)
+        base *= _GOLD
+        _WEYL[device] = base
+    return base[:c]
 
 
 def _pieces(numel: int, rows: int) -> range:

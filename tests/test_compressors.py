@@ -315,6 +315,23 @@ def test_chunked_equals_unchunked(spec, dtype, monkeypatch):
             assert torch.equal(c.decompress(p, d, rng, dtype), y_ref), (spec, n, d, chunk)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_topk_candidates_do_not_depend_on_the_pieces(dtype, monkeypatch):
+    """Top-K's candidate pass runs piece by piece too; any cut gives torch.topk's set."""
+    from distopt.compressors import _chunked
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 70_001, generator=g).to(dtype)
+    x[1, 5::9] = 0.0  # zeros and ties below the threshold
+    # the definition: order by (-|x|, index), keep the first k (bfloat16 has many ties)
+    ref = torch.sort(-x.float().abs(), dim=1, stable=True).indices[:, :700].sort(dim=1).values
+    for chunk in (1, 100, 20_000, 1 << 20):
+        monkeypatch.setattr(_chunked, "CHUNK", chunk)
+        vals, idx = make("topk:k=700").compress(x)
+        assert torch.equal(idx.to(torch.int64), ref), chunk
+        assert torch.equal(vals, x.gather(1, ref)), chunk
+
+
 @pytest.mark.parametrize("spec", ELEMENTWISE)
 def test_long_stacked_rows_equal_single_workers(spec):
     """As test_stacked_rows_equal_single_workers, with rows long enough that torch would split

@@ -13,8 +13,6 @@ import torch
 from torch import Tensor
 
 WIDTHS = (1, 2, 4, 8)
-# a word holding the 8/w one-byte codes that pack into one byte, per width
-_WORD = {1: torch.int64, 2: torch.int32, 4: torch.int16}
 _UNIT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}  # an element of n bytes
 
 
@@ -34,20 +32,24 @@ def codes_per_byte(width: int) -> int:
 
 def pack_into(codes: Tensor, width: int, out: Tensor) -> Tensor:
     """Pack codes ``[..., m]`` (each < 2^width; m a multiple of 8/width) into ``out``
-    (``[..., m*width/8]`` uint8; int16 for width 16). Overwrites ``codes``, which must be
-    contiguous (uint8 or bool; int32 for width 16).
+    (``[..., m*width/8]`` uint8; int16 for width 16). ``codes``: contiguous, of an integer
+    dtype (or bool) of k bytes; overwritten.
 
-    The 8/w codes of a byte sit at bits 8i of a word (int64, int32 or int16); multiplying by
-    sum_i 2^(8(per-1) - (8-w) i) moves code i to bit 8(per-1) + w i, i.e. all of them into the
-    word's top byte, in order. The other products land in disjoint bit ranges below the top
-    byte or past the word's end, so nothing carries into it (tests check every byte value).
+    The per = 8/w codes of a byte sit at bits 8k i of a word of W = k per bytes (int16, int32
+    or int64); multiplying by sum_i 2^(8(W-1) + (w - 8k) i) moves code i to bit 8(W-1) + w i,
+    i.e. all of them into the word's top byte, in order. The other products land past the
+    word's end or in disjoint bit ranges below the top byte, so nothing carries into it
+    (tests check every byte value). Words wider than 8 bytes: the codes are narrowed first.
     """
     if width >= 8:
-        return out.copy_(codes)  # width 16: int32 -> int16 keeps the low 16 bits
+        return out.copy_(codes)  # integer narrowing keeps the low bits (width 16: int32 -> int16)
     per = 8 // width
-    words = codes.view(torch.uint8).view(_WORD[width])
-    words *= sum(1 << (8 * (per - 1) - (8 - width) * i) for i in range(per))
-    words >>= 8 * (per - 1)
+    k = codes.element_size()
+    if k * per > 8:
+        codes, k = codes.to(torch.uint8), 1
+    words = codes.view(_UNIT[k]).view(_UNIT[k * per])
+    words *= sum(1 << (8 * (k * per - 1) + (width - 8 * k) * i) for i in range(per))
+    words >>= 8 * (k * per - 1)
     return out.copy_(words)  # integer narrowing keeps the low byte: the top byte of the word
 
 

@@ -59,13 +59,15 @@ class Chunk:
 
     def buf(self, name: str, dtype: torch.dtype, per: int = 1, width: int | None = None) -> Tensor:
         """Contiguous scratch ``[r, width]`` (default: w rounded up to a multiple of ``per``;
-        columns past w are zeroed, as packing pads with zero codes). The same memory is handed
-        out again for the next piece: consume it before then."""
+        columns past w are zeroed, as packing pads with zero codes). Buffers are raw memory
+        per name: the same name in another dtype reuses it (keep the working set small), and
+        the next piece gets the same memory again: consume it before then."""
         wp = width if width is not None else -(-self.w // per) * per
-        flat = self._scratch.get((name, dtype))
-        if flat is None or flat.numel() < self.r * wp:
-            flat = self._scratch[(name, dtype)] = torch.empty(self.r * wp, dtype=dtype, device=self._device)
-        out = flat[: self.r * wp].view(self.r, wp)
+        size = self.r * wp * dtype.itemsize
+        raw = self._scratch.get(name)
+        if raw is None or raw.numel() < size:
+            raw = self._scratch[name] = torch.empty(size, dtype=torch.uint8, device=self._device)
+        out = raw[:size].view(dtype).view(self.r, wp)
         if width is None and wp > self.w:
             out[:, self.w:] = 0
         return out

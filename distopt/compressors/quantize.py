@@ -127,22 +127,22 @@ class _UniformDither(Compressor):
         per = _bitpack.codes_per_byte(width)
         packed = torch.empty(n, -(-d // per), dtype=torch.uint8 if width <= 8 else torch.int16, device=rows.device)
         for c in chunks(n, d, rows.device):
-            x = rows[c.rows, c.cols]
-            v = torch.abs(c.like("v", x, wd), out=c.buf("v", wd))
+            x = c.like("x", rows[c.rows, c.cols], wd)  # [r, w]
+            v = torch.abs(x, out=c.buf("v", wd))
             v *= scale[c.rows]
             level = torch.floor(v, out=c.buf("level", wd))
-            v -= level  # fractional part: the probability of rounding up, compared with
-            v *= 2.0**24  # u = m 2^-24 (m: 24 random bits) as m < frac 2^24 (exact scaling)
+            v -= level  # fractional part: the probability of rounding up
+            v *= 2.0**24  # F = frac 2^24 (exact); with u = m 2^-24: u < frac iff m < F
             m = stream.fill_(c.buf("m", torch.int32), c.cols.start, c.buf("tmp", torch.int32), c.rows)
             m >>= 8
-            m &= 0xFFFFFF
-            up = torch.lt(m, v, out=c.buf("up", torch.bool))
-            level += up
+            m &= 0xFFFFFF  # 24 uniform bits
+            # comparisons into bool are slow passes; F - m > 0 iff up, and then ceil(clamp(F - m, 0, 1)) = 1
+            up = torch.sub(v, c.buf("tmp", wd).copy_(m), out=c.buf("tmp", wd))
+            level += up.clamp_(0, 1).ceil_()
             level.clamp_(max=self.levels)
-            code = c.buf("code", torch.uint8 if width <= 8 else torch.int32, per=per)
-            cw = code[:, : c.w]
-            cw.copy_(level)
-            torch.add(torch.lt(x, 0, out=up), cw, alpha=2, out=cw)  # 2 level + signbit
+            neg = torch.neg(x, out=v).clamp_(0, 1).ceil_()  # [x < 0], likewise (-0.0 gives 0)
+            code = c.buf("m", torch.int32, per=per)
+            code[:, : c.w].copy_(torch.add(neg, level, alpha=2, out=level))  # 2 level + [x < 0]
             _bitpack.pack_into(code, width, packed[c.rows, c.packed(per)])
         return packed.reshape(*lead, packed.shape[-1]), norm.reshape(lead)
 
@@ -269,13 +269,14 @@ class Natural(Compressor):
             _bitpack.pack_into(neg, 1, signs[c.rows, c.packed(8)])
             rnd = stream.fill_(c.buf("rnd", torch.int32), c.cols.start, c.buf("tmp", torch.int32), c.rows)
             rnd >>= 9
-            rnd &= 0x7FFFFF  # 23 uniform bits
-            mant = torch.bitwise_and(xi, 0x7FFFFF, out=c.buf("tmp", torch.int32))
-            up = torch.lt(rnd, mant, out=c.buf("up", torch.bool))  # round up with probability mantissa / 2^23
-            e = e8[c.rows, c.cols]
-            e.copy_(torch.bitwise_right_shift(xi, 23, out=mant))  # narrowing keeps the exponent byte
-            e += up
+            rnd &= 0x7FFFFF  # 23 uniform bits; round up iff rnd < mantissa (probability mantissa / 2^23)
+            rnd -= torch.bitwise_and(xi, 0x7FFFFF, out=c.buf("tmp", torch.int32))
+            rnd >>= 31  # -1 where rounding up, else 0 (no slow pass into bool)
+            e = torch.bitwise_right_shift(xi, 23, out=c.buf("tmp", torch.int32))
+            e &= 0xFF
+            e -= rnd
             e.clamp_(max=_MAX_EXP32[rows.dtype])
+            e8[c.rows, c.cols].copy_(e)
         return e8.reshape(*lead, d), signs.reshape(*lead, signs.shape[-1])
 
     def _compress64(self, rows: Tensor, rng: Noise, lead) -> Payload:
