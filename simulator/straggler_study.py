@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from distopt._spec import spec_of
-from distopt.coding import combine, encode
+from distopt.coding import combine, encode_many
 
 from .stragglers import Deadline, Rounds, Sample, TimeModel
 
@@ -101,16 +101,18 @@ def replay(scheme, rounds: Rounds, jobs: Optional[int] = None, *, numeric: bool 
             times.append(rounds.t_wait[r])
         else:
             times.append(rounds.t_accept[r])
-        if numeric:
+        if numeric:  # the received results, computed per job in one matmul
+            by_job: dict[int, list] = {}
             for i, tasks in enumerate(scheme.assign(state)):
-                if i in S:
-                    continue  # a straggler's whole output is erased
-                for task in tasks:
-                    if task.job < J:
-                        if task.job not in partials:
-                            g = np.random.default_rng([seed, task.job]).standard_normal((n_parts, d))
-                            partials[task.job] = torch.from_numpy(g)
-                        results.setdefault(task.job, {})[task.key] = encode(task, partials[task.job])
+                if i not in S:  # a straggler's whole output is erased
+                    for task in tasks:
+                        if task.job < J:
+                            by_job.setdefault(task.job, []).append(task)
+            for job, tasks in by_job.items():
+                if job not in partials:
+                    partials[job] = torch.from_numpy(np.random.default_rng([seed, job]).standard_normal((n_parts, d)))
+                got = results.setdefault(job, {})
+                got.update(zip((t.key for t in tasks), encode_many(tasks, partials[job])))
         state, out = scheme.step(state, S)
         for job in out.failed:
             if job < J:

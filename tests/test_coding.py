@@ -295,3 +295,16 @@ def test_classes_validate_too():
     with pytest.raises(ValueError, match="official_rule"):
         GC(n=4, s=0, official_rule=True)
     assert GC(n=4, s=2, official_rule=True).tolerance == 1
+
+
+def test_encode_many_equals_encode_and_combine_does_not_mutate():
+    from distopt.coding import Decoding, encode_many
+    from distopt.coding.msgc import MState
+
+    sc = make("m-sgc:B=2,W=3,lam=3", n=7)
+    g = torch.randn(len(sc.part_sizes), 5, dtype=torch.float64)
+    tasks = [t for w in sc.assign(MState(4, (), {}, {})) for t in w if t.job == 2]  # D1 and D2 tasks of job 2
+    assert torch.allclose(encode_many(tasks, g), torch.stack([encode(t, g) for t in tasks]), atol=1e-12)
+    results = {("x",): torch.ones(3), ("y",): torch.ones(3)}
+    assert combine(Decoding(0, ((("x",), 2.0), (("y",), -1.0)), 2.0, 0.0), results).tolist() == [1.0] * 3
+    assert results[("x",)].tolist() == [1.0] * 3

@@ -223,3 +223,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys, argv, needle):
     assert main(["stragglers", *argv, *src, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
+
+
+def test_bench_coding_runs(capsys):
+    """``distopt bench coding`` at a small d: every table prints, no decode failures."""
+    assert main(["bench", "coding", "--d", "2000", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "M-SGC (1,2,27) scheduling per round" in out and "GC s=27 (CRC)" in out and "rounds/s" in out

@@ -13,7 +13,7 @@ delays through these schemes; ``distopt stragglers`` and ``distopt reproduce sgc
 from __future__ import annotations
 
 from .._spec import build
-from .base import Decoding, Done, Outcome, Scheme, Task, combine, encode
+from .base import Decoding, Done, Outcome, Scheme, Task, combine, encode, encode_many
 from .gc import GC, DECODE_TOL, GradientCode, Uncoded, crc_matrix, decode_coefficients, frc_matrix, random_h
 from .model import Bursty
 from .msgc import MSGC
@@ -33,6 +33,6 @@ def make(spec, **context) -> Scheme:
     return build(CODES, spec, "code", **context)
 
 
-__all__ = ["CODES", "make", "Scheme", "Task", "Done", "Outcome", "Decoding", "encode", "combine", "GradientCode",
+__all__ = ["CODES", "make", "Scheme", "Task", "Done", "Outcome", "Decoding", "encode", "encode_many", "combine", "GradientCode",
            "GC", "Uncoded", "SRSGC", "MSGC", "Bursty", "frc_matrix", "crc_matrix", "random_h", "decode_coefficients",
            "DECODE_TOL"]

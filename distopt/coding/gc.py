@@ -24,7 +24,6 @@ load (s+1)/n (spec 6.4). We admit ``<= s``; ``official_rule=true`` reproduces th
 from __future__ import annotations
 
 import itertools
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import ClassVar, Literal, NamedTuple, Optional
@@ -32,29 +31,13 @@ from typing import ClassVar, Literal, NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from .base import Decoding, Done, Outcome, Task, check_workers
+from .base import Decoding, Done, Outcome, Task, check_workers, serial
 
 __all__ = ["frc_matrix", "crc_matrix", "random_h", "decode_coefficients", "GradientCode", "GC", "Uncoded",
            "DECODE_TOL", "ILL_COEF"]
 
 DECODE_TOL = 1e-8  # a decode whose residual max|a^T B_I - 1| exceeds this counts as failed
 ILL_COEF = 1e6  # probe max|a| above this: ill-conditioned (float32 payload errors reach ~6%)
-
-
-@contextmanager
-def serial():
-    """Run small dense solves (n <= a few hundred) on one thread: OpenMP workers only add
-    hand-off and spin-wait time at these sizes (a 256 x 229 solve measured 40x slower with 2
-    threads than with 1 on a loaded 2-core machine). Restores the caller's thread count."""
-    k = torch.get_num_threads()
-    if k == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(k)
 
 
 def frc_matrix(n: int, s: int) -> Tensor:

@@ -92,6 +92,13 @@ class MSGC:
     def code(self) -> GradientCode:
         return GradientCode(self.n, self.lam, self.kind, self.seed)
 
+    @cached_property
+    def _coded(self) -> tuple[tuple[tuple[tuple[int, ...], tuple[float, ...]], ...], ...]:
+        """[group][worker] (parts, coefficients) of the coded D2 row; D2 parts start at n(W-1)."""
+        base = self.n * (self.W - 1)
+        return tuple(tuple((tuple(base + g * self.n + p for p in parts), coeffs) for parts, coeffs in self.code.rows)
+                     for g in range(self.B))
+
     def init(self) -> MState:
         return MState(0, (), {}, {})
 
@@ -106,7 +113,6 @@ class MSGC:
 
     def assign(self, state: MState) -> tuple[tuple[Task, ...], ...]:
         r, W = state.round, self.W
-        base = self.n * (W - 1)  # D2 part indices start here
         out = []
         for i in range(self.n):
             tasks = []
@@ -121,8 +127,7 @@ class MSGC:
                 if lost:
                     tasks.append(self._d1(t, i, lost[0]))  # re-attempt the earliest lost chunk
                 else:
-                    parts, coeffs = self.code.rows[i]
-                    tasks.append(Task(t, ("d2", g, i), tuple(base + g * self.n + p for p in parts), coeffs))
+                    tasks.append(Task(t, ("d2", g, i), *self._coded[g][i]))
             out.append(tuple(tasks))
         return tuple(out)
 

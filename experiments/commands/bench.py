@@ -5,6 +5,7 @@ import importlib
 
 BENCHES: dict[str, str] = {
     "compressors": "experiments.bench.compressors",
+    "coding": "experiments.bench.coding",
     "simulator": "experiments.bench.simulator",
     "ddp": "experiments.bench.ddp",
 }
