@@ -10,9 +10,11 @@ The master's loop, exactly as the official replay does it, for rounds r = 0 .. J
    random partial gradients, when ``numeric``), jobs whose round t+T passed undecodable are
    *failures* (0 whenever the scheme's guarantee holds).
 
-Runtime = the sum of round times. Departure (spec 7.4): the loop stops as soon as every job
+Runtime = the sum of round times. Departures: (spec 7.4) the loop stops as soon as every job
 is resolved, so SR-SGC skips tail rounds when its last jobs decoded early (the official
-"exemption" version did the same); GC and M-SGC always run J+T rounds.
+"exemption" version did the same); GC and M-SGC always run J+T rounds. An admitted round
+costs min(deadline, slowest) for every scheme (spec 6.2; the official GC replay does this,
+its M-SGC and SR-SGC replays charge the full deadline even when everyone finished earlier).
 """
 from __future__ import annotations
 

@@ -131,7 +131,10 @@ class SRSGC:
         for j, m in state.missing:
             if j == r - self.B:  # its last chance: rounds r-B and r
                 m = m - (rep - S)
-                (decoded.append(Done(j, (m,))) if len(m) <= self.s else failed.append(j))
+                if len(m) <= self.s:
+                    decoded.append(Done(j, (m,)))
+                else:
+                    failed.append(j)
             else:
                 missing.append((j, m))
         mine = S | rep  # workers without a job-r result

@@ -119,7 +119,8 @@ def c3(res: Result) -> None:
         got, tasks = sc.load, _assigned_load(sc)
         good = abs(got - want) <= tol and abs(tasks - got) <= 1e-12
         ok &= good
-        rows.append({"scheme (n=256)": spec, "expected": want, "formula": got, "from tasks": tasks, "holds": good})
+        rows.append({"scheme (n=256)": spec, "expected": f"{want:.8g}", "formula": f"{got:.8g}",
+                     "from tasks": f"{tasks:.8g}", "holds": good})
     res.tables["C3 normalized load (official CSV values)"] = rows
     res.check("C3 load formulas = official CSVs, and = the load of the tasks assigned", "all 9 exact",
               f"{sum(r['holds'] for r in rows)}/9", ok)
