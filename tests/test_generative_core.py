@@ -127,7 +127,7 @@ def test_losses_vanish_for_the_exact_predictor():
 def test_metrics():
     g = D.rng(9)
     a, b = torch.randn(500, 2, generator=g), torch.randn(500, 2, generator=g)
-    assert M.mmd(a, a) < 1e-12 and M.mmd(a, b + 1.0) > 10 * M.mmd(a, b)
+    assert abs(M.mmd(a, b)) < 0.01 and M.mmd(a, b + 1.0) > 0.3  # unbiased: ~0 for equal laws
     assert abs(M.sliced_wasserstein(a, a + torch.tensor([3.0, 0.0]), n_proj=2000) - 3 / math.sqrt(2)) < 0.1
     assert abs(M.wasserstein_1d(a[:, 0], a[:, 0] + 2)) - 2 < 1e-6
     assert float(M.psnr(torch.zeros(1, 4), torch.full((1, 4), 0.2))[0]) == pytest.approx(10 * math.log10(4 / 0.04))
@@ -160,3 +160,15 @@ def test_digits_shards_and_minibatches_are_deterministic():
     assert D.shard_bounds(10, 0, 3) == (0, 4) and D.shard_bounds(10, 2, 3) == (7, 10)
     i1 = D.minibatch(1500, 32, 0, 1, 4, 7)
     assert torch.equal(i1, D.minibatch(1500, 32, 0, 1, 4, 7)) and int(i1.min()) >= 375 and int(i1.max()) < 750
+
+
+def test_fit_matches_the_simulators_gd_iterates():
+    import dataclasses
+
+    from experiments.workloads.generative.core.base import DenoiserTraining, fit, train
+
+    w = DenoiserTraining(data="ring8", hidden=16, depth=2, schedule="vp", batch_size=8, n_points=64)
+    for opt in ("sgd", "adam"):
+        a, _ = train(w, 3, 5, n=2, lr=1e-2, optimizer=opt, dtype=torch.float64)
+        b, _ = fit(w, 3, 5, n=2, lr=1e-2, optimizer=opt, dtype=torch.float64)
+        assert all(torch.allclose(a[k], b[k], atol=1e-10) for k in a), opt

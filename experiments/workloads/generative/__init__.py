@@ -2,4 +2,7 @@
 entries 7, 15, 18, 27, 28, 32, 40, 46, 47, 49). ``WORKLOADS[id] = ("module:Class", "paper")``."""
 
 WORKLOADS: dict[str, tuple[str, str]] = {
+    "rddm": ("experiments.workloads.generative.rddm:RDDM", "Residual Denoising Diffusion Models"),
+    "score_sde": ("experiments.workloads.generative.score_sde:ScoreSDE",
+                  "Score-Based Generative Modeling through Stochastic Differential Equations"),
 }

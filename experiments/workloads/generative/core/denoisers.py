@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["time_features", "mlp_init", "mlp_apply", "unet_init", "unet_apply", "n_params"]
+__all__ = ["time_features", "mlp_init", "mlp_apply", "unet_init", "unet_apply", "convnet_init", "convnet_apply", "n_params"]
 
 
 def time_features(t: Tensor, dim: int) -> Tensor:
@@ -106,6 +106,33 @@ def unet_apply(p: dict[str, Tensor], x: Tensor, t: Tensor, cond: Tensor | None =
     up = F.silu(F.conv2d(F.interpolate(h2, scale_factor=2, mode="nearest"), p["up.w"], p["up.b"], padding=1))
     h3 = _block(p, "b2", F.conv2d(torch.cat([up, h1], 1), p["skip.w"], p["skip.b"]), phi)
     return F.conv2d(F.silu(h3), p["out.w"], p["out.b"], padding=1)
+
+
+def convnet_init(gen: torch.Generator, channels: int = 1, out_channels: int | None = None, width: int = 16,
+                 layers: int = 3, cond_channels: int = 0, temb: int = 32, n_times: int = 1) -> dict[str, Tensor]:
+    """A plain stack of ``layers`` 3x3 convs of ``width`` channels (time as a per-channel bias after
+    each, residual from the second on; odd layers dilated by 2, so 3 layers see 11x11), then a
+    3x3 conv out: the cheapest conv denoiser."""
+    out_channels = channels if out_channels is None else out_channels
+    p: dict[str, Tensor] = {}
+    for i in range(layers):
+        p[f"c{i}.w"], p[f"c{i}.b"] = _conv(gen, channels + cond_channels if i == 0 else width, width)
+        p[f"c{i}.t"], _ = _linear(gen, temb * n_times, width)
+    p["out.w"], p["out.b"] = _conv(gen, width, out_channels, zero=True)
+    return p
+
+
+def convnet_apply(p: dict[str, Tensor], x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+    """``x [B, C, H, W]``, ``cond [B, C', H, W]`` -> ``[B, out_channels, H, W]``."""
+    layers = sum(1 for k in p if k.endswith(".t"))
+    temb = p["c0.t"].shape[1] // (t.shape[1] if t.dim() == 2 else 1)
+    phi = time_features(t.to(x.dtype), temb)
+    h = x if cond is None else torch.cat([x, cond.to(x.dtype)], 1)
+    for i in range(layers):
+        d = 1 + i % 2
+        z = F.silu(F.conv2d(h, p[f"c{i}.w"], p[f"c{i}.b"], padding=d, dilation=d) + (phi @ p[f"c{i}.t"].T)[:, :, None, None])
+        h = z if i == 0 else h + z
+    return F.conv2d(h, p["out.w"], p["out.b"], padding=1)
 
 
 def n_params(p: dict[str, Tensor]) -> int:

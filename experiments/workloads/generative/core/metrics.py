@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
@@ -28,14 +29,19 @@ __all__ = ["mmd", "sliced_wasserstein", "wasserstein_1d", "psnr", "DigitsClassif
 
 
 def mmd(x: Tensor, y: Tensor, bandwidths: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)) -> float:
-    """MMD^2 with k(a, b) = sum_h exp(-||a - b||^2 / (2 h^2)), ``x [n, d]``, ``y [m, d]``."""
+    """Unbiased MMD^2 (Gretton et al. 2012, eq. 3: the within-sample sums skip i = j) with
+    k(a, b) = sum_h exp(-||a - b||^2 / (2 h^2)), ``x [n, d]``, ``y [m, d]``; can be slightly < 0."""
     x, y = x.double().reshape(len(x), -1), y.double().reshape(len(y), -1)
 
     def k(a, b):
         d2 = torch.cdist(a, b).pow(2)
         return sum(torch.exp(-d2 / (2 * h * h)) for h in bandwidths)
 
-    return float(k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean())
+    def within(a):
+        n = len(a)
+        return (k(a, a).sum() - len(bandwidths) * n) / (n * (n - 1))
+
+    return float(within(x) + within(y) - 2 * k(x, y).mean())
 
 
 def sliced_wasserstein(x: Tensor, y: Tensor, n_proj: int = 256, seed: int = 0) -> float:
@@ -100,7 +106,21 @@ class DigitsClassifier:
         return float((self.logits(x).argmax(-1) == y).double().mean())
 
 
-def _train_classifier(epochs: int = 300) -> dict:
+def _negatives(x: Tensor, g: torch.Generator) -> Tensor:
+    """Non-digits with digit statistics: each image's pixels shuffled, clipped Gaussian noise,
+    and noise smoothed to digit-sized blobs (one third each)."""
+    n = len(x) // 3
+    shuffled = torch.gather(x[:n], 1, torch.argsort(torch.rand(n, 64, generator=g), 1))
+    noise = torch.randn(n, 64, generator=g).clamp(-1, 1)
+    blobs = F.avg_pool2d(torch.randn(n, 1, 8, 8, generator=g), 3, 1, 1).reshape(n, 64)
+    blobs = (blobs / blobs.std(1, keepdim=True)).clamp(-1, 1)
+    return torch.cat([shuffled, noise, blobs])
+
+
+def _train_classifier(epochs: int = 300, outlier_weight: float = 0.5) -> dict:
+    """Cross-entropy on the digits (with light pixel noise) plus outlier exposure (Hendrycks et
+    al. 2019): uniform predictions on non-digits, so that confidence measures digit-likeness
+    (a plain classifier is ~70% confident on pure noise)."""
     x, y = digits("train")
     g = rng("digits-classifier")
     p = {"w1": torch.randn(128, 64, generator=g) / 8.0, "b1": torch.zeros(128),
@@ -108,18 +128,23 @@ def _train_classifier(epochs: int = 300) -> dict:
     p = {k: v.requires_grad_(True) for k, v in p.items()}
     opt = torch.optim.Adam(p.values(), lr=3e-3, weight_decay=1e-4)
     for i in range(epochs):
-        # light augmentation (pixel noise) so the classifier is calibrated off the data manifold too
-        xn = x + 0.1 * torch.randn(x.shape, generator=rng("clf-noise", i))
-        loss = F.cross_entropy(DigitsClassifier(p).logits(xn), y)
+        gi = rng("clf-noise", i)
+        xn = x + 0.1 * torch.randn(x.shape, generator=gi)
+        clf = DigitsClassifier(p)
+        uniform = -clf.logits(_negatives(x, gi)).log_softmax(-1).mean()
+        loss = F.cross_entropy(clf.logits(xn), y) + outlier_weight * uniform
         opt.zero_grad()
         loss.backward()
         opt.step()
     return {k: v.detach() for k, v in p.items()}
 
 
+@functools.lru_cache(maxsize=1)
 def digits_classifier() -> DigitsClassifier:
-    """The cached classifier (trained in ~1 s the first time; ~97% test accuracy)."""
-    return DigitsClassifier(cached("digits-classifier", {"epochs": 300, "arch": "64-128-10"}, _train_classifier))
+    """The cached classifier (trained in ~2 s the first time; ~97% test accuracy, ~98% mean
+    confidence on test digits, low confidence on noise)."""
+    cfg = {"epochs": 300, "arch": "64-128-10", "outlier_exposure": 0.5}
+    return DigitsClassifier(cached("digits-classifier", cfg, _train_classifier))
 
 
 def frechet_distance(f1: Tensor, f2: Tensor) -> float:
