@@ -299,16 +299,16 @@ class Natural(Compressor):
         e, packed = e.reshape(n, numel), packed.reshape(n, -1)
         dtype = dtype or torch.float32
         out = torch.empty(n, numel, dtype=dtype, device=e.device)
-        table = _bitpack.byte_table(torch.tensor([0, 1], dtype=torch.int8, device=e.device), 1)
+        table = _bitpack.byte_table(torch.tensor([1, -1], dtype=torch.int8, device=e.device), 1)  # bit -> sign
         for c in chunks(n, numel, e.device):  # piece by piece: see _chunked
             o = out[c.rows, c.cols]
             f = o if dtype == torch.float32 else c.buf("f", torch.float32)
             bits = f.view(torch.int32)
             bits.copy_(e[c.rows, c.cols])
-            bits <<= 23
-            neg = c.buf("neg", torch.int8, per=8)
-            _bitpack.lookup_into(packed[c.rows, c.packed(8)], 1, table, neg, c.buf("idx", torch.int32, width=neg.shape[1] // 8))
-            torch.add(bits, neg[:, : c.w], alpha=-(2**31), out=bits)  # sets the sign bit (bits < 2^31)
+            bits <<= 23  # 2^(e - 127) (0 for e = 0)
+            sign = c.buf("sign", torch.int8, per=8)
+            _bitpack.lookup_into(packed[c.rows, c.packed(8)], 1, table, sign, c.buf("idx", torch.int32, width=sign.shape[1] // 8))
+            f *= c.buf("s", torch.float32).copy_(sign[:, : c.w])  # exact negation where the sign bit is set
             if f is not o:
                 o.copy_(f)
         return out.reshape(*lead, numel)
