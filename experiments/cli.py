@@ -11,6 +11,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("experiments.commands.demo", "the main job: EF21, EF21-W, EControl, EF14, DCGD on 100 heterogeneous workers"),
     "simulate": ("experiments.commands.simulate", "run a method x compressor on a workload in the in-process simulator"),
+    "train": ("experiments.commands.train", "the same study on real processes (--backend ray-train) or in process (sim)"),
     "compressors": ("experiments.commands.compressors", "list compressors (flags, alpha/omega, bits); --bench times them"),
     "methods": ("experiments.commands.methods", "list communication methods, their options and theory stepsizes"),
     "workloads": ("experiments.commands.workloads", "list registered workloads with their papers"),

@@ -68,8 +68,12 @@ def resolve_lr(args, workload, world: int):
     return Simulation(oracle, RunConfig(method=args.method, compressor=args.compressor, lr=lr or "theory")).lr
 
 
-def train(args, rank: int, world: int, report=None) -> dict:
-    """The training loop every launcher runs (torchrun, Ray Train): returns the final metrics."""
+def train(args, rank: int, world: int, report=None, wrap=None) -> dict:
+    """The training loop every launcher runs (torchrun, Ray Train): returns the final metrics.
+
+    ``wrap``: turns the module into a DDP module (default ``DistributedDataParallel``; Ray
+    Train passes ``ray.train.torch.prepare_model``). ``report(row)``: called on rank 0 with
+    each logged row (Ray Train's ``ray.train.report``)."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     import distopt.ddp as D
@@ -84,7 +88,7 @@ def train(args, rank: int, world: int, report=None) -> dict:
     local = {k: params.pop(k).to(dtype).requires_grad_(True) for k in local_names}
     local_lr = float(getattr(workload, "local_lr", None) or lr)
     module = WorkloadModule(workload, params, dtype)
-    model = DDP(module)
+    model = (wrap or DDP)(module)
     state = D.CommState(method=args.method, compressor=args.compressor, seed=args.seed, lr=lr,
                         granularity=args.granularity, model=module)
     model.register_comm_hook(state, D.comm_hook)
@@ -112,9 +116,10 @@ def train(args, rank: int, world: int, report=None) -> dict:
         dist.all_reduce(mean_loss)
         row = {"round": step + 1, "loss": float(mean_loss) / world, "bits_up": state.bits_sent,
                "bits_last_step": state.bits_last_step, "wall_s": time.perf_counter() - t0}
-        if rank == 0 and ((step + 1) % args.eval_every == 0 or step + 1 == args.rounds):
-            hist.log({**row, "grad_norm_sq": float("nan"), "bits_down": float("nan")})
-            if report is not None:
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.rounds:
+            if rank == 0:
+                hist.log({**row, "grad_norm_sq": float("nan"), "bits_down": float("nan")})
+            if report is not None:  # on every rank (Ray Train's report synchronises the workers)
                 report(row)
     if out:
         hist.flush()
