@@ -3,6 +3,8 @@ entries 7, 15, 18, 27, 28, 32, 40, 46, 47, 49). ``WORKLOADS[id] = ("module:Class
 
 WORKLOADS: dict[str, tuple[str, str]] = {
     "rddm": ("experiments.workloads.generative.rddm:RDDM", "Residual Denoising Diffusion Models"),
+    "adjoint_dpm": ("experiments.workloads.generative.adjoint_dpm:AdjointDPM",
+                    "AdjointDPM: Adjoint Sensitivity Method for Gradient Backpropagation of Diffusion Probabilistic Models"),
     "score_sde": ("experiments.workloads.generative.score_sde:ScoreSDE",
                   "Score-Based Generative Modeling through Stochastic Differential Equations"),
 }

@@ -228,7 +228,9 @@ class Base:
         return eps
 
 
+@functools.lru_cache(maxsize=8)
 def base_model(spec: BaseSpec) -> Base:
+    """The trained base model of ``spec`` (loaded once per process; treat its params as read-only)."""
     from .cache import cached
 
     return Base(spec, cached("base", spec.key(), spec.train))
