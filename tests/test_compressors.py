@@ -471,6 +471,17 @@ def test_k_larger_than_d_and_non_finite_inputs():
         make("sign").alpha(10)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("spec", SPECS)
+def test_every_compressor_rejects_non_finite_input(spec, bad):
+    """Some compressors skip the separate finiteness pass (their norm is finite iff x is)."""
+    x = _vec(3 * 50).reshape(3, 50)
+    x[1, 7] = bad
+    rng = Noise(seed=1, step=0, worker=torch.arange(3), n_workers=4)
+    with pytest.raises(ValueError, match="non-finite"):
+        make(spec).compress(x, rng)
+
+
 def test_public_api():
     c = distopt.compressor("topk:ratio=0.01")
     assert c.spec == "topk:ratio=0.01" and str(c) == "topk:ratio=0.01"

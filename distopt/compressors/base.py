@@ -134,12 +134,15 @@ class Compressor:
         self._bits_check(rng, rows)
         return uniform(rng, rows.shape[1], stream, dtype, rows.device)
 
-    def _start(self, x: Tensor) -> tuple[Tensor, torch.Size]:
+    def _start(self, x: Tensor, check: bool = True) -> tuple[Tensor, torch.Size]:
+        """``x`` as rows ``[N, d]``, validated; ``check=False``: the caller checks finiteness
+        itself (a norm it computes anyway is finite iff x is), saving a pass over x."""
         if not x.is_floating_point():
             raise ValueError(f"compressor {self.name!r} takes floating-point tensors, got {x.dtype}")
         rows, lead = as_rows(x)
         self.validate(rows.shape[-1])
-        check_finite(self.name, rows)
+        if check:
+            check_finite(self.name, rows)
         return rows, lead
 
     @property

@@ -29,7 +29,7 @@ from torch import Tensor
 from ..noise import STREAM_ROUNDING, Noise
 from . import _bitpack
 from ._chunked import chunks, decode
-from .base import Compressor, Payload
+from .base import Compressor, Payload, check_finite
 
 __all__ = ["QSGD", "Dither", "Natural", "NaturalDither"]
 
@@ -39,8 +39,9 @@ def _norm(rows: Tensor, p: float) -> Tensor:
     when float32 squares overflow (|x| > ~1e19) or all underflow (|x| < ~1e-19)."""
     r = rows if rows.dtype in (torch.float32, torch.float64) else rows.float()
     if p == math.inf:  # max |x| = max(-min x, max x): one pass, no |x| temporary
-        lo, hi = torch.aminmax(r, dim=1, keepdim=True)
-        return torch.maximum(-lo, hi)
+        # (torch reduces one long row much faster as a whole tensor than along dim 1)
+        lo, hi = torch.aminmax(r) if r.shape[0] == 1 else torch.aminmax(r, dim=1)
+        return torch.maximum(-lo, hi).reshape(-1, 1)
     norm = torch.linalg.vector_norm(r, ord=p, dim=1, keepdim=True)
     if r.dtype == torch.float32:
         bad = ~torch.isfinite(norm)
@@ -117,10 +118,12 @@ class _UniformDither(Compressor):
         """level = floor(v) + [u < frac(v)] for v = s |x_j| / ||x||, u uniform on the 2^-24 grid;
         code = 2 level + signbit, packed. Piece by piece (see _chunked)."""
         rng = self._need_rng(rng)
-        rows, lead = self._start(x)
+        rows, lead = self._start(x, check=False)
         n, d = rows.shape
         wd = _work_dtype(rows.dtype)
         norm = _norm(rows, self._norm_p)  # [N, 1]
+        if not bool(torch.isfinite(norm).all()):  # inf or NaN in x, or a float64 norm that overflows
+            check_finite(self.name, rows)
         scale = torch.where(norm > 0, self.levels / norm, torch.zeros_like(norm))  # |x| * scale in [0, s]
         stream = self._stream(rng, rows, STREAM_ROUNDING)
         width = _bitpack.code_width(2 * self.levels + 2)

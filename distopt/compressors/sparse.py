@@ -69,9 +69,9 @@ def _nonzero_bytes(flags: Tensor) -> Tensor:
     return words[at >> 3] * 8 + (at & 7)
 
 
-def _candidates(x: Tensor, thr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _candidates(x: Tensor, thr: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
     """Entries with |x| >= thr (per row ``[N, 1]``) of ``x: [N, d]``, row-major: (row, col, value),
-    each ``[C]``. One pass over x piece by piece (see _chunked), the hits' values read while
+    each ``[C]`` (row None when N = 1). One pass over x piece by piece (see _chunked), the hits' values read while
     their piece is still in cache. The test runs on the integer view of x -- for non-negative
     floats, integer order is float order -- because torch's comparisons into bool are slow passes:
     (bits(|x|) - bits(thr)) >> (width-1) is 0 at a hit, -1 elsewhere; +1 makes byte flags."""
@@ -96,12 +96,15 @@ def _candidates(x: Tensor, thr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             rows.append(row + c.rows.start)
             cols.append(col)
         else:
-            vals.append(xs[0, hit])
-            rows.append(torch.full_like(hit, c.rows.start))
-            cols.append(hit + c.cols.start)
-    if len(vals) == 1:
-        return rows[0], cols[0], vals[0]
-    return torch.cat(rows), torch.cat(cols), torch.cat(vals)
+            vals.append(xs[0].index_select(0, hit))
+            if n > 1:
+                rows.append(torch.full_like(hit, c.rows.start))
+            cols.append(hit + c.cols.start if c.cols.start else hit)
+    return (_cat(rows) if n > 1 else None), _cat(cols), _cat(vals)
+
+
+def _cat(ts: list[Tensor]) -> Tensor:
+    return ts[0] if len(ts) == 1 else torch.cat(ts)
 
 
 def topk_select(x: Tensor, k: int, sample: int = 16384) -> tuple[Tensor, Tensor]:
@@ -125,31 +128,45 @@ def topk_select(x: Tensor, k: int, sample: int = 16384) -> tuple[Tensor, Tensor]
         return x.gather(1, idx), idx
     thr = s.kthvalue(r, dim=1, keepdim=True).values  # [N, 1]
     row, col, v = _candidates(x, thr)
-    counts = torch.bincount(row, minlength=n)
+    counts = _row_sums(None, row, n, col)
     if bool((counts < k).any()):  # threshold over-estimated on some row: take every coordinate there
         thr = torch.where((counts < k).unsqueeze(1), torch.zeros_like(thr), thr)
         row, col, v = _candidates(x, thr)
-        counts = torch.bincount(row, minlength=n)
+        counts = _row_sums(None, row, n, col)
     val = v.abs()
     # k-th largest magnitude per row: the (width - k + 1)-th smallest, rows padded with -inf
     width = int(counts.max())
-    if n == 1:
-        padded = val.unsqueeze(0)
+    if row is None:
+        kth = val.kthvalue(width - k + 1).values  # one row: a scalar, no gather
     else:
         _, starts = _segment_offsets(row, n)
         at = row * width + torch.arange(row.numel(), device=x.device) - starts[row]  # [row, position in row]
         padded = torch.full((n, width), -math.inf, dtype=val.dtype, device=x.device)
         padded.view(-1)[at] = val
-    t = padded.kthvalue(width - k + 1, dim=1).values[row]  # [C]
-    gt = val > t
-    eq = val == t
-    zeros = torch.zeros(n, dtype=torch.int64, device=x.device)
-    need = k - zeros.index_add(0, row, gt.to(torch.int64))  # [N] how many ties to take
-    eq64 = eq.to(torch.int64)
-    eq_tot = zeros.index_add(0, row, eq64)
-    eq_rank = torch.cumsum(eq64, 0) - (torch.cumsum(eq_tot, 0) - eq_tot)[row]  # 1-based within row
-    sel = gt | (eq & (eq_rank <= need[row]))
-    return v[sel].reshape(n, k), col[sel].reshape(n, k)
+        kth = padded.kthvalue(width - k + 1, dim=1).values[row]  # [C]
+    sel = val >= kth
+    if not bool((_row_sums(sel, row, n) == k).all()):  # ties at the k-th magnitude: lowest indices first
+        row = torch.zeros_like(col) if row is None else row
+        gt = val > kth
+        eq = val == kth
+        zeros = torch.zeros(n, dtype=torch.int64, device=x.device)
+        need = k - zeros.index_add(0, row, gt.to(torch.int64))  # [N] how many ties to take
+        eq64 = eq.to(torch.int64)
+        eq_tot = zeros.index_add(0, row, eq64)
+        eq_rank = torch.cumsum(eq64, 0) - (torch.cumsum(eq_tot, 0) - eq_tot)[row]  # 1-based within row
+        sel = gt | (eq & (eq_rank <= need[row]))
+    at = sel.nonzero().squeeze(1)
+    return v.index_select(0, at).reshape(n, k), col.index_select(0, at).reshape(n, k)
+
+
+def _row_sums(mask: Tensor | None, row: Tensor | None, n: int, col: Tensor | None = None) -> Tensor:
+    """Per-row count ``[N]`` of the candidates (``mask`` None: give their ``col``) or of those
+    where ``mask`` holds; ``row`` None: a single row."""
+    if row is None:
+        return mask.sum().view(1) if mask is not None else torch.full((1,), col.numel(), device=col.device)
+    if mask is None:
+        return torch.bincount(row, minlength=n)
+    return torch.zeros(n, dtype=torch.int64, device=row.device).index_add(0, row, mask.to(torch.int64))
 
 
 def topk_indices(x: Tensor, k: int, sample: int = 16384) -> Tensor:
