@@ -9,7 +9,8 @@ Method (printed with the results): every comparison runs interleaved -- each rou
 baseline and ours back to back -- and reports the minimum over the rounds, for both alike
 (timings on a shared VM are noisy and only ever too long); the ratio of medians is printed
 as a check. "copy" is ``x.clone()``: a fresh output tensor, the same contract compress and
-decompress have (on this VM a fresh 40 MB buffer costs page faults); ``copy_`` into a warm
+decompress have (on this VM a fresh 40 MB buffer costs page faults; each row starts from a trimmed heap so
+that it does not inherit free memory from earlier rows, see timing.py); ``copy_`` into a warm
 buffer is listed for information.
 """
 from __future__ import annotations
@@ -49,8 +50,8 @@ def main(d: int | None = None, repeat: int | None = None, out: str | None = None
     copy = interleaved_times({"clone": lambda: x.clone(), "copy_": lambda: buf.copy_(x)}, repeat)
     t_clone, t_copy_ = _min(copy["clone"]), _min(copy["copy_"])
     print(f"d = {d:,} float32 ({d * 4 / 2**20:.0f} MiB), {torch.get_num_threads()} threads")
-    print(f"method: baseline and ours interleaved (back to back in each round); minimum over up to "
-          f"{repeat} rounds (fewer for slow rows), after 1 warm-up round; medians as a check")
+    print(f"method: baseline and ours interleaved (back to back in each round), minimum over up to {repeat} rounds "
+          f"(fewer for slow rows), medians as a check; each row starts from a trimmed heap (see timing.py)")
     print(f"copy (x.clone): {t_clone * 1e3:.2f} ms = {2 * d * 4 / t_clone / 1e9:.1f} GB/s "
           f"(median {statistics.median(copy['clone']) * 1e3:.2f});  copy_ into a warm buffer: {t_copy_ * 1e3:.2f} ms\n")
 
@@ -66,7 +67,7 @@ def main(d: int | None = None, repeat: int | None = None, out: str | None = None
             "copy": lambda: x.clone(),
             "compress": lambda: c.compress(x, rng),
             "decompress": lambda: c.decompress(payload, d, rng, x.dtype),
-        }, n, warmup=0)
+        }, n)
         tc, tk, td = _min(t["copy"]), _min(t["compress"]), _min(t["decompress"])
         med = statistics.median(t["copy"]) / (statistics.median(t["compress"]) + statistics.median(t["decompress"]))
         rows.append({
