@@ -386,6 +386,12 @@ def test_bitpack_every_byte(width):
     codes = ((byte.unsqueeze(1) >> (width * torch.arange(per))) & ((1 << width) - 1)).to(torch.uint8)  # [256, per]
     flat = codes.reshape(1, -1)
     assert torch.equal(_bitpack.pack(flat, width), byte.to(torch.uint8).unsqueeze(0))
+    for dtype in (torch.bool, torch.int16, torch.int32):  # codes held in wider words pack the same
+        if dtype == torch.bool and width > 1:
+            continue
+        out = torch.empty(1, 256, dtype=torch.uint8)
+        _bitpack.pack_into(flat.to(dtype).contiguous(), width, out)
+        assert torch.equal(out, byte.to(torch.uint8).unsqueeze(0)), dtype
     assert torch.equal(_bitpack.unpack(byte.to(torch.uint8).unsqueeze(0), width, flat.shape[1]), flat)
     table = (torch.arange(1 << width) * 37 % 251 - 125).to(torch.int8)
     out = torch.empty(1, 256 * per, dtype=torch.int8)

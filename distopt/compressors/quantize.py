@@ -144,7 +144,7 @@ class _UniformDither(Compressor):
             level += up.clamp_(0, 1).ceil_()
             level.clamp_(max=self.levels)
             neg = torch.neg(x, out=v).clamp_(0, 1).ceil_()  # [x < 0], likewise (-0.0 gives 0)
-            code = c.buf("m", torch.int32, per=per)
+            code = c.buf("m", torch.int16 if width <= 8 else torch.int32, per=per)  # narrow: cheaper to pack
             code[:, : c.w].copy_(torch.add(neg, level, alpha=2, out=level))  # 2 level + [x < 0]
             _bitpack.pack_into(code, width, packed[c.rows, c.packed(per)])
         return packed.reshape(*lead, packed.shape[-1]), norm.reshape(lead)
