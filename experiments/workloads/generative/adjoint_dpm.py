@@ -122,7 +122,7 @@ class AdjointDPM:
     steps: int = 20              # ODE steps of the sampler
     grid_kind: Literal["logsnr", "time"] = "logsnr"
     adjoint_solver: Literal["implicit", "explicit"] = "implicit"
-    newton: int = 3              # Newton steps re-solving each backward step (implicit solver)
+    newton: int = 4              # Newton steps re-solving each backward step (implicit solver)
     batch_size: int = 64         # trajectories per worker per round
     eval_samples: int = 512
     data_seed: int = 0

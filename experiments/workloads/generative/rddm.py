@@ -87,10 +87,10 @@ class RDDMSchedule:
 
     def tables(self) -> tuple[Tensor, Tensor]:
         s = torch.arange(1, self.T + 1, dtype=torch.float64)
-        alpha = (self.T - s + 1) / (self.T - s + 1).sum()          # "decreased", sums to 1
-        beta2 = self.sum_scale * s / s.sum()                       # "increased", sums to sum_scale
         zero = torch.zeros(1, dtype=torch.float64)
-        return torch.cat([zero, alpha.cumsum(0)]), torch.cat([zero, beta2.cumsum(0)]).sqrt()
+        abar = torch.cat([zero, (self.T - s + 1).cumsum(0)]) / (self.T - s + 1).sum()  # alpha "decreased", abar_T = 1
+        bbar2 = torch.cat([zero, s.cumsum(0)]) / s.sum() * self.sum_scale              # beta^2 "increased"
+        return abar, bbar2.sqrt()
 
 
 @dataclasses.dataclass(frozen=True)
