@@ -1,4 +1,5 @@
-"""Chunked evaluation of the elementwise compressors (sign, scaled sign, QSGD / dithering, natural).
+"""Chunked evaluation of the elementwise compressors (sign, scaled sign, QSGD / dithering,
+natural) and of Top-K's candidate pass.
 
 Why: these compressors are a dozen elementwise passes plus a ~20-pass hash (distopt.noise).
 Done on whole vectors, every pass allocates a fresh full-size temporary -- a page-faulting
@@ -13,7 +14,7 @@ piece reuses, the working set stays in cache and only the outputs are fresh: a p
 A piece is a run of whole rows (d <= CHUNK) or a column range of one row (d > CHUNK), so the
 matching slice of an ``[n, d]`` output, or of an ``[n, ceil(d / per)]`` packed one, is one
 contiguous block. Column ranges start at multiples of ``ALIGN``: packed bytes never straddle
-two pieces, and row sums (:func:`block_sums`) use column blocks that are the same whatever the
+two pieces, and row sums (:func:`block_sums_into`) use column blocks that are the same whatever the
 pieces, so a row's result never depends on how many rows are stacked with it.
 """
 from __future__ import annotations
