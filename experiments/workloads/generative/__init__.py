@@ -5,6 +5,8 @@ WORKLOADS: dict[str, tuple[str, str]] = {
     "rddm": ("experiments.workloads.generative.rddm:RDDM", "Residual Denoising Diffusion Models"),
     "adjoint_dpm": ("experiments.workloads.generative.adjoint_dpm:AdjointDPM",
                     "AdjointDPM: Adjoint Sensitivity Method for Gradient Backpropagation of Diffusion Probabilistic Models"),
+    "dfm_inverse": ("experiments.workloads.generative.dfm_inverse:DFMInverse",
+                    "Diffusion with Forward Models: Solving Stochastic Inverse Problems Without Direct Supervision"),
     "stem_video": ("experiments.workloads.generative.stem_video:STEMVideo",
                    "Spatiotemporal Entropy Model is All You Need for Learned Video Compression"),
     "score_sde": ("experiments.workloads.generative.score_sde:ScoreSDE",

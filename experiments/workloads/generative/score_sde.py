@@ -137,7 +137,7 @@ class ScoreSDE:
         """PC vs predictor-only at equal predictor steps (MMD); the ODE sampler's quality and
         evaluations against PC's at 100 steps; the ODE NLL along training."""
         k = seeds_or(seeds, 3)
-        rounds, n = (600, 1000) if quick else (3000, 4000)
+        rounds, n, lr = (600, 1000, self.default_lr) if quick else (3000, 4000, 2e-3)  # longer runs: a smaller step
         snr = 0.16  # r = 0.16: the paper's PC setting
         runs = {"P, 10 steps": ("predictor", 10), "PC, 10 steps": ("pc", 10), "P, 20 steps": ("predictor", 20),
                 "PC, 20 steps": ("pc", 20), "PC, 100 steps": ("pc", 100), "ODE (RK45, tol 1e-3)": ("ode", 0)}
@@ -147,7 +147,7 @@ class ScoreSDE:
         with single_thread():
             for s in range(k):
                 w = dataclasses.replace(self, data_seed=s)
-                params, hist = fit(w, s, rounds, eval_every=rounds // 4)
+                params, hist = fit(w, s, rounds, lr=lr, eval_every=rounds // 4)
                 for r in hist:
                     nll_rows.setdefault(f"round {r['round']}", []).append(r["nll"])
                 ref = w.points("test", n)
