@@ -488,6 +488,19 @@ def test_every_compressor_rejects_non_finite_input(spec, bad):
         make(spec).compress(x, rng)
 
 
+def test_topk_sampled_path_rejects_non_finite_input():
+    """Top-K's sampled path finds NaN/inf among the values it selects (they rank first), instead
+    of a separate pass over x: wherever they are, however many, in the sample or not."""
+    d, k = 300_000, 3000
+    stride = d // 16384
+    for bad in (float("nan"), float("inf"), -float("inf"), -float("nan")):
+        for where in ([5], [stride * 3], list(range(0, d, 7)), list(range(0, d, stride))):
+            x = _vec(d, seed=len(where))
+            x[where] = bad
+            with pytest.raises(ValueError, match="non-finite"):
+                make(f"topk:k={k}").compress(x)
+
+
 def test_public_api():
     c = distopt.compressor("topk:ratio=0.01")
     assert c.spec == "topk:ratio=0.01" and str(c) == "topk:ratio=0.01"

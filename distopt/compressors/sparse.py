@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ..noise import STREAM_INDICES, Noise, bits32, randint
 from ._chunked import chunks
-from .base import Compressor, Payload
+from .base import Compressor, Payload, check_finite
 
 __all__ = ["TopK", "RandK", "PermK", "topk_select", "topk_indices", "random_subset"]
 
@@ -101,14 +101,22 @@ def _cat(ts: list[Tensor]) -> Tensor:
     return ts[0] if len(ts) == 1 else torch.cat(ts)
 
 
+def _sampled(d: int, k: int, sample: int = 16384) -> bool:
+    """Whether :func:`topk_select` goes through a sampled threshold (else: every coordinate)."""
+    return k < d and d > 4 * sample and k / d <= 0.2
+
+
 def topk_select(x: Tensor, k: int, sample: int = 16384) -> tuple[Tensor, Tensor]:
     """(values, indices) ``[N, k]`` of the k largest |x| per row of ``x: [N, d]``; indices
-    ascending (int64). Ties at the k-th magnitude are broken towards lower indices."""
+    ascending (int64). Ties at the k-th magnitude are broken towards lower indices.
+
+    On the sampled path, magnitudes are ranked by their bit patterns, so NaN and inf rank
+    above every finite value: x has a non-finite entry iff the values returned do."""
     n, d = x.shape
     if k >= d:
         return x.clone(), torch.arange(d, device=x.device).expand(n, d)
     f = k / d
-    if d <= 4 * sample or f > 0.2:
+    if not _sampled(d, k, sample):
         idx = _topk_dense(x, k)
         return x.gather(1, idx), idx
     stride = d // sample
@@ -255,9 +263,14 @@ class TopK(Compressor):
         return self.k_for(d) / d
 
     def compress(self, x: Tensor, rng: Noise | None = None) -> Payload:
-        rows, lead = self._start(x)
+        rows, lead = self._start(x, check=False)
         d = rows.shape[1]
+        sampled = _sampled(d, self.k_for(d))
+        if not sampled:
+            check_finite(self.name, rows)
         vals, idx = topk_select(rows, self.k_for(d))
+        if sampled and not bool(torch.isfinite(vals).all()):  # a NaN or inf in x is among vals
+            check_finite(self.name, rows)
         k = idx.shape[1]
         return vals.reshape(*lead, k), idx.to(_index_dtype(d)).reshape(*lead, k)
 
