@@ -75,15 +75,17 @@ class Chunk:
         return out
 
 
-def chunks(n: int, d: int, device=None) -> Iterator[Chunk]:
-    """The pieces of an ``[n, d]`` problem, row-major (see the module docstring)."""
+def chunks(n: int, d: int, device=None, scale: int = 1) -> Iterator[Chunk]:
+    """The pieces of an ``[n, d]`` problem, row-major (see the module docstring), of about
+    ``scale * CHUNK`` elements (a larger scale suits passes with fewer live buffers)."""
     scratch: dict = {}
-    if d <= CHUNK:
-        step = max(1, CHUNK // max(d, 1))
+    chunk = scale * CHUNK
+    if d <= chunk:
+        step = max(1, chunk // max(d, 1))
         for r0 in range(0, n, step):
             yield Chunk(slice(r0, min(n, r0 + step)), slice(0, d), scratch, device)
         return
-    width = max(ALIGN, CHUNK // ALIGN * ALIGN)
+    width = max(ALIGN, chunk // ALIGN * ALIGN)
     for r in range(n):
         for c0 in range(0, d, width):
             yield Chunk(slice(r, r + 1), slice(c0, min(d, c0 + width)), scratch, device)
@@ -116,7 +118,7 @@ def decode(packed: Tensor, width: int, table: Tensor, numel: int, dtype: torch.d
     btable = _bitpack.byte_table(table.to(packed.device), width)
     step = None if scale is None else scale.reshape(-1, 1)
     out = torch.empty(n, numel, dtype=dtype, device=packed.device)
-    for c in chunks(n, numel, packed.device):
+    for c in chunks(n, numel, packed.device, scale=2):  # small live buffers: larger pieces
         vals = c.buf("vals", table.dtype, per=per)
         idx = c.buf("idx", torch.int32, width=vals.shape[1] // per)
         _bitpack.lookup_into(packed[c.rows, c.packed(per)], width, btable, vals, idx)

@@ -29,7 +29,7 @@ def _signs_and_l1(rows: Tensor, l1_dtype: torch.dtype | None = None) -> tuple[Te
     n, d = rows.shape
     packed = torch.empty(n, -(-d // 8), dtype=torch.uint8, device=rows.device)
     blocks = None if l1_dtype is None else torch.empty(n, -(-d // SUM_BLOCK), dtype=l1_dtype, device=rows.device)
-    for c in chunks(n, d, rows.device):
+    for c in chunks(n, d, rows.device, scale=2):  # small live buffers: larger pieces
         x = rows[c.rows, c.cols]
         if blocks is not None:
             a = c.like("abs", x, l1_dtype)

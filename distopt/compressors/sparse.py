@@ -74,7 +74,7 @@ def _candidates(x: Tensor, thr: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
     sign = 1 << (8 * x.element_size() - 1)
     thr_bits = thr.to(x.dtype).view(ity)  # [N, 1]
     rows, cols, vals = [], [], []
-    for c in chunks(n, d, x.device):
+    for c in chunks(n, d, x.device, scale=2):  # two live buffers of 4 and 1 bytes per element
         xs = x[c.rows, c.cols]
         t = torch.bitwise_and(xs.view(ity), sign - 1, out=c.buf("t", ity))  # bits of |x|
         t -= thr_bits[c.rows]
