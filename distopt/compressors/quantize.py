@@ -298,8 +298,9 @@ class Natural(Compressor):
             neg = _bitpack.unpack(packed, 1, numel).to(torch.bool)
             val = torch.where(e == -32768, 0.0, torch.exp2(e.to(torch.float64)))
             return torch.where(neg, -val, val).to(dtype or torch.float64)
-        lead, n = e.shape[:-1], e[..., 0].numel()
-        e, packed = e.reshape(n, numel), packed.reshape(n, -1)
+        lead = e.shape[:-1]
+        e, packed = e.reshape(-1, numel), packed.reshape(-1, packed.shape[-1])
+        n = e.shape[0]
         dtype = dtype or torch.float32
         out = torch.empty(n, numel, dtype=dtype, device=e.device)
         table = _bitpack.byte_table(torch.tensor([1, -1], dtype=torch.int8, device=e.device), 1)  # bit -> sign
