@@ -124,3 +124,17 @@ def run_ef21_parity_and_resume(rank, world, port, out, data):
     if rank == 0:
         torch.save(result, out)
     dist.destroy_process_group()
+
+
+def run_workload_ddp(rank, world, port, out, workload, rounds):
+    """experiments.ddp_train's loop for one zoo workload, 2 gloo ranks, EF21 + Top-K."""
+    import argparse
+
+    setup(rank, world, port)
+    from experiments.ddp_train import train
+
+    args = argparse.Namespace(workload=workload, method="ef21", compressor="topk:ratio=0.1", lr=None, optimizer=None,
+                              rounds=rounds, seed=0, dtype="float32", granularity="flat", eval_every=1, backend="gloo",
+                              out=out)
+    train(args, rank, world)
+    dist.destroy_process_group()
