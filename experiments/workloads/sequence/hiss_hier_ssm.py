@@ -1,0 +1,192 @@
+"""``hiss_hier_ssm`` -- Bhirangi, Wang, Pattabiraman, Majidi, Gupta, Hellebrekers, Pinto:
+"Hierarchical State Space Models for Continuous Sequence-to-Sequence Modeling" (ICML 2024;
+HiSS; official code raunaqbhirangi/hiss, hiss/models.py::HierarchicalModel).
+
+HiSS stacks two SSMs in time. The high-rate sensor sequence [T, S] is cut into T/k chunks of
+k = ``ratio`` samples (``freq_ratio``). A low-level SSM network runs inside every chunk
+independently and its output at the chunk's last sample is the chunk feature; a high-level
+SSM network runs over the T/k chunk features and a linear head predicts the low-rate target:
+
+    e = embed(s) [T/k, k, d];  z_c = LL(e_c)[-1]  [T/k, d];  y = W HL(z) + b  [T/k]
+
+LL and HL are stacks of S4D blocks (ssm.s4d_block: pre-LayerNorm, diagonal S4D
+x' = A x + B u with A = diag(lambda), S4D-Lin init, computed as the causal FFT convolution with
+K_k = 2 Re(C A_bar^k B_bar), GELU, output linear, residual). Baselines at (about) equal
+parameter count, both reading the same high-rate sequence and predicting at each chunk's last
+sample: ``model = "s4d"`` (a flat stack of S4D blocks over all T samples) and ``model = "lstm"``
+(one LSTM layer). Loss: MSE on the target. Metric: test MSE.
+
+Data (signals.sensor_sequences): a latent force pressed onto S = 8 nonlinear sensors with
+slow load-dependent creep, per-sensor temperature drift and vibration bursts, and noise,
+sampled k = 10 times faster than the force target; d = 32. No Transformer baseline (the spec
+lists one; its check names only flat S4D and the LSTM).
+
+DP: data-parallel over sequences: each worker holds a contiguous shard of the training
+sequences and draws minibatches from (data_seed, step, worker); every parameter (complex
+S4D parameters as real pairs) is communicated.
+
+Mechanism check: HiSS vs flat S4D vs LSTM on test MSE over seeds (HiSS lower than both), and
+in the full check also with 4x fewer training sequences (the gap to flat S4D grows). Quick:
+12 targets per sequence (120 sensor samples), batch 8, 70 rounds.
+Departures: one S4D block per level instead of the official 4 (and 2 flat blocks), no dropout,
+targets at chunk ends for every model (the official flat baseline reads its output at chunk
+starts, ``pred[:, ::freq_ratio]``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from . import ssm
+from .recurrent import rnn, rnn_init
+from .signals import draw, mean_sd, mse, sensor_sequences, train
+
+MODELS = ("hiss", "s4d", "lstm")
+
+
+@functools.lru_cache(maxsize=16)
+def dataset(n: int, chunks: int, ratio: int, sensors: int, seed: int) -> tuple[Tensor, Tensor]:
+    return sensor_sequences(n, chunks, ratio, sensors, seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class HiSS:
+    model: str = "hiss"        # hiss | s4d (flat) | lstm (flat)
+    ratio: int = 10            # k: sensor samples per target (freq_ratio)
+    chunks: int = 24           # targets per sequence (T = chunks * ratio sensor samples)
+    sensors: int = 8           # S
+    d_model: int = 32          # d
+    state: int = 32            # S4D state size N (N/2 conjugate pairs per channel)
+    low_blocks: int = 1        # S4D blocks inside a chunk (HiSS)
+    high_blocks: int = 1       # S4D blocks over chunks (HiSS)
+    flat_blocks: int = 2       # S4D blocks of the flat baseline
+    lstm_hidden: int = 32
+    n_train: int = 64          # training sequences
+    n_test: int = 64
+    batch_size: int = 16       # sequences per worker per step
+    data_seed: int = 0
+
+    name: ClassVar[str] = "hiss_hier_ssm"
+    paper: ClassVar[str] = "Hierarchical State Space Models for Continuous Sequence-to-Sequence Modeling"
+    primary_metric: ClassVar[str] = "mse"
+    higher_is_better: ClassVar[bool] = False
+    default_lr: ClassVar[float] = 0.005
+    default_rounds: ClassVar[int] = 300
+    default_optimizer: ClassVar[str] = "adam"
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"hiss_hier_ssm: model must be one of {MODELS}, got {self.model!r}")
+        if self.ratio < 2 or self.chunks < 2 or self.state < 2 or self.state % 2:
+            raise ValueError("hiss_hier_ssm: need ratio >= 2, chunks >= 2 and an even state >= 2")
+        if self.n_train < 2 or self.batch_size < 1:
+            raise ValueError("hiss_hier_ssm: need n_train >= 2 (one shard per worker) and batch_size >= 1")
+
+    def data(self, split: str) -> tuple[Tensor, Tensor]:
+        """(sensors [n, T, S], targets [n, chunks]); test sequences come from another seed of
+        the same sensor (signals.sensor_sequences keeps the sensor fixed per seed // 1000)."""
+        n, s = (self.n_train, 1000 * self.data_seed) if split == "train" else (self.n_test, 1000 * self.data_seed + 1)
+        return dataset(n, self.chunks, self.ratio, self.sensors, s)
+
+    # -- parameters ---------------------------------------------------------------------------
+    def init_params(self, seed: int) -> dict[str, Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        d = self.d_model
+        p = {"embed.w": torch.randn(d, self.sensors, generator=g) / math.sqrt(self.sensors), "embed.b": torch.zeros(d)}
+        if self.model == "lstm":
+            p |= rnn_init("lstm", d, self.lstm_hidden, g)
+            width = self.lstm_hidden
+        else:
+            blocks = ([f"low{i}." for i in range(self.low_blocks)] + [f"high{i}." for i in range(self.high_blocks)]
+                      if self.model == "hiss" else [f"flat{i}." for i in range(self.flat_blocks)])
+            for b in blocks:
+                p |= ssm.s4d_block_init(b, d, self.state, g)
+            width = d
+        return p | {"head.w": torch.randn(1, width, generator=g) / math.sqrt(width), "head.b": torch.zeros(1)}
+
+    # -- model ----------------------------------------------------------------------------------
+    def predict(self, p: dict[str, Tensor], s: Tensor) -> Tensor:
+        """s [B, T, S] sensor samples -> predicted targets [B, chunks]."""
+        e = s.to(p["embed.w"].dtype) @ p["embed.w"].T + p["embed.b"]   # [B, T, d]
+        B, k = e.shape[0], self.ratio
+        if self.model == "hiss":
+            z = e.reshape(B * self.chunks, k, -1)                       # every chunk on its own
+            for i in range(self.low_blocks):
+                z = ssm.s4d_block(p, f"low{i}.", z)
+            z = z[:, -1].reshape(B, self.chunks, -1)                     # chunk feature: last output
+            for i in range(self.high_blocks):
+                z = ssm.s4d_block(p, f"high{i}.", z)                     # [B, chunks, d]
+        elif self.model == "s4d":
+            z = e
+            for i in range(self.flat_blocks):
+                z = ssm.s4d_block(p, f"flat{i}.", z)
+            z = z[:, k - 1::k]                                           # outputs at chunk ends
+        else:
+            z = rnn("lstm", p, e)[:, k - 1::k]
+        return (z @ p["head.w"].T + p["head.b"])[..., 0]
+
+    def loss(self, params: dict[str, Tensor], batch: tuple[Tensor, Tensor]) -> Tensor:
+        s, y = batch
+        return mse(self.predict(params, s), y.to(params["head.b"].dtype))
+
+    def batch(self, worker: int, num_workers: int, step: int) -> tuple[Tensor, Tensor]:
+        s, y = self.data("train")
+        if num_workers > len(s):
+            raise ValueError(f"hiss_hier_ssm: {len(s)} training sequences cannot be sharded over {num_workers} "
+                             f"workers; raise n_train or use fewer workers")
+        shard = torch.tensor_split(torch.arange(len(s)), num_workers)[worker]  # sharded by sequence
+        idx = shard[draw(len(shard), self.batch_size, self.data_seed, step, worker)]
+        return s[idx], y[idx]
+
+    @torch.no_grad()
+    def evaluate(self, params: dict[str, Tensor]) -> dict[str, float]:
+        s, y = self.data("test")
+        m = float(mse(self.predict(params, s), y.to(params["head.b"].dtype)))
+        return {"loss": m, "mse": m}
+
+    # -- mechanism check ----------------------------------------------------------------------
+    def n_params(self) -> int:
+        return sum(v.numel() for v in self.init_params(0).values())
+
+    def reproduce(self, quick: bool = False, out=None, seeds: int | None = None):
+        from experiments.reproduce.result import Result
+
+        seeds = seeds or 3
+        me = dataclasses.replace(self, chunks=12, batch_size=8) if quick else self
+        rounds = 70 if quick else 400
+        sizes = (me.n_train,) if quick else (me.n_train, me.n_train // 4)
+        res = Result(f"hiss_hier_ssm: HiSS vs flat S4D vs LSTM ({'quick' if quick else 'full'}, {seeds} seeds)")
+        t0 = time.perf_counter()
+        mses: dict[tuple[str, int], list[float]] = {}
+        for n in sizes:
+            for m in MODELS:
+                for s in range(seeds):
+                    w = dataclasses.replace(me, model=m, n_train=n, data_seed=s)
+                    mses.setdefault((m, n), []).append(w.evaluate(train(w, seed=s, rounds=rounds))["mse"])
+        res.tables[f"test MSE ({rounds} Adam rounds, 2 workers)"] = [
+            {"model": m, "params": dataclasses.replace(me, model=m).n_params(),
+             **{f"n_train={n}": mean_sd(mses[(m, n)], 4) for n in sizes}} for m in MODELS]
+        mean = {k: sum(v) / len(v) for k, v in mses.items()}
+        n0 = sizes[0]
+        for base in ("s4d", "lstm"):
+            res.check(f"HiSS beats flat {base} (n_train={n0})", f"mean MSE HiSS < {base}",
+                      f"{mean[('hiss', n0)]:.4f} vs {mean[(base, n0)]:.4f} "
+                      f"({100 * (1 - mean[('hiss', n0)] / mean[(base, n0)]):.0f}% lower)", mean[("hiss", n0)] < mean[(base, n0)])
+        if len(sizes) > 1:
+            rel = {n: 1 - mean[("hiss", n)] / mean[("s4d", n)] for n in sizes}
+            res.check("the gap to flat S4D is larger on less data", f"relative gap at n_train={sizes[1]} > at {n0}",
+                      f"{rel[sizes[1]]:.3f} vs {rel[n0]:.3f}", rel[sizes[1]] > rel[n0])
+        if not quick and out is not None:
+            from .common import bars
+
+            vals = {m: {f"MSE n_train={n}": mses[(m, n)] for n in sizes} for m in MODELS}
+            res.figures.append(bars(vals, [f"MSE n_train={n}" for n in sizes], Path(out) / "hiss.png", "HiSS vs flat"))
+        res.notes.append(f"wall time {time.perf_counter() - t0:.1f} s")
+        return res
