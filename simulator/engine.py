@@ -17,6 +17,18 @@ the speed baseline for ``distopt bench simulator``.
 Downlink compression (EF21-BC, specs/ef-family.md §3.8): the server keeps the workers' copy
 d_hat of its direction and broadcasts C_M(dir - d_hat); everyone sets d_hat += C_M(...).
 With EF21 this is exactly EF21-BC.
+
+Who computes the workers' side is an *executor* (``simulator.executors``): ``LocalExecutor``
+(vectorized or per-worker loop, in this process) or the Ray executor (``workers.executor``, one
+actor per worker). The round logic above -- aggregation, server step, optimizer, downlink, bits,
+history, checkpoints -- is this file's, whatever the executor.
+
+Stragglers (``delays``, specs/sgc.md 6.2): every round's durations come from a straggler or
+delay model (``simulator.clock``); the master rule erases the late workers' messages, which the
+server never applies and whose senders keep their last committed state (absent workers
+contribute nothing, as with partial participation). Round 0 initialises every worker, so the
+master waits for all of them there. ``time_s`` in the history is the simulated (or, on Ray,
+measured) wall-clock. ``code`` runs use ``simulator.coded.CodedSimulation`` instead.
 """
 from __future__ import annotations
 
@@ -31,14 +43,17 @@ from torch import Tensor
 
 from distopt import optim, stepsizes
 from distopt._spec import parse
-from distopt._tree import rows as tree_rows
-from distopt._tree import scatter_rows
 from distopt.compressors import make as make_compressor
 from distopt.methods import Method, make as make_method, send
 from distopt.noise import STREAM_PARTICIPATION, Noise, uniform
 
-from .history import History, write_json
+from .clock import StragglerClock, make_clock
+from .driver import Driver, load_checkpoint, progress
+from .executors import Arrivals, LocalExecutor, NonFiniteError, RoundPlan, check_finite
+from .history import History
 from .oracles import Oracle
+
+__all__ = ["DTYPES", "RunConfig", "NonFiniteError", "resolve_lr", "build_method", "Simulation", "simulate"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _DOWN = 1 << 30  # worker id of the server's own draws (downlink compression)
@@ -61,6 +76,14 @@ class RunConfig:
     target: Optional[float] = None  # stop once grad_norm_sq <= target
     workers: Literal["vectorized", "loop"] = "vectorized"
     progress: bool = True
+    # stragglers (specs/sgc.md 6.2, 7): a straggler/delay model, the master rule, the time model
+    delays: Optional[str] = None  # e.g. gilbert-elliott:p=0.1,q=0.5; None: nobody is late
+    master: Optional[str] = None  # pattern | deadline:mu=1 | timeout:t=.. | fastest:k=..
+    delay_scale: float = 1.0  # seconds per second of the model (all of d = base + c load + comm results)
+    c: float = 2.2  # seconds per unit of normalized load (the Lambda fit, spec 6.2)
+    comm: float = 0.0  # seconds per uploaded result vector
+    code: Optional[str] = None  # gc:s=.. | sr-sgc:B=..,W=..,lam=.. | m-sgc:..: simulator.coded
+    checkpoint_every: int = 0  # write DIR/checkpoint.pt every this many rounds (0: never)
 
     def __post_init__(self):
         if self.rounds < 1:
@@ -73,10 +96,19 @@ class RunConfig:
             raise ValueError(f"the stepsize must be a positive number or theory|theory-qm|theory-pl, got lr={self.lr}")
         if isinstance(self.lr, str) and self.lr not in stepsizes.LR_RULES:
             raise ValueError(f"unknown stepsize rule {self.lr!r}; valid: a positive number or {', '.join(stepsizes.LR_RULES)}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0 (0: no checkpoints), got {self.checkpoint_every}")
+        if self.master and not self.delays:
+            raise ValueError("--master needs --delays MODEL (without delays nobody is late and the master waits for all)")
 
+    def clock(self, n: int) -> Optional[StragglerClock]:
+        """The run's straggler clock (None without ``delays``)."""
+        if not self.delays:
+            return None
+        return make_clock(self.delays, self.master, n, self.rounds, self.seed, self.delay_scale, self.c, self.comm)
 
-class NonFiniteError(ValueError):
-    pass
+    def clock_config(self, clock: Optional[StragglerClock]) -> dict:
+        return clock.spec if clock is not None else {"delays": None, "master": None}
 
 
 def resolve_lr(cfg: RunConfig, method: Method, oracle: Oracle) -> float:
@@ -116,24 +148,20 @@ def build_method(cfg: RunConfig, oracle: Oracle) -> Method:
     return method
 
 
-def _check_finite(g: Tensor, workers: Tensor, t: int, what: str) -> None:
-    if bool(torch.isfinite(g.sum())):
-        return
-    bad = (~torch.isfinite(g)).reshape(g.shape[0], -1).any(1) if g.dim() > 1 else ~torch.isfinite(g).any().reshape(1)
-    if not bool(bad.any()):  # the sum overflowed, the entries are finite
-        return
-    first = int(workers[int(bad.nonzero()[0])]) if g.dim() > 1 else -1
-    raise NonFiniteError(f"round {t}: worker {first} produced a non-finite {what} (NaN or Inf; {int(bad.sum())} "
-                         "worker(s) affected): the run diverged; lower --lr or use an error-feedback method")
+class Simulation(Driver):
+    """Holds a run's state; ``run()`` drives it. Use :func:`simulate` for the one-call form.
 
-
-class Simulation:
-    """Holds a run's state; ``run()`` drives it. Use :func:`simulate` for the one-call form."""
+    ``executor``: who runs the workers (default: this process, ``cfg.workers`` mode; Ray:
+    ``workers.executor.RayExecutor``), or a factory ``(method, lr) -> executor``.
+    ``resume``: a checkpoint (``DIR`` or ``DIR/checkpoint.pt``) to continue from, bit-exactly
+    (same settings; ``rounds`` may grow).
+    """
 
     def __init__(self, oracle: Oracle, cfg: RunConfig, out: Optional[str | Path] = None, extra_config: dict | None = None,
-                 keep_iterates: bool = False):
-        self.oracle, self.cfg = oracle, cfg
-        self.iterates: Optional[list[Tensor]] = [] if keep_iterates else None
+                 keep_iterates: bool = False, executor=None, resume: Optional[str | Path] = None):
+        if cfg.code:
+            raise ValueError("a coded run trains T+1 models: use simulator.coded.CodedSimulation "
+                             "(`distopt simulate --code ...` picks it)")
         self.method = build_method(cfg, oracle)
         self.lr = resolve_lr(cfg, self.method, oracle)
         self.optimizer = optim.make(cfg.optimizer)
@@ -143,18 +171,23 @@ class Simulation:
         self.down = make_compressor(cfg.down_compressor) if cfg.down_compressor else None
         if self.down is not None:
             self.down.validate(oracle.d)
-        self.n, self.d = oracle.n, oracle.d
+        clock = cfg.clock(oracle.n)
+        if executor is None:
+            executor = LocalExecutor(oracle, self.method, self.lr, cfg.seed, cfg.workers)
+        elif not hasattr(executor, "method_round"):
+            executor = executor(self.method, self.lr)
+        super().__init__(oracle, cfg, out, executor, clock, timed=clock is not None or executor.name != "sim")
+        self.iterates: Optional[list[Tensor]] = [] if keep_iterates else None
         self.all = torch.arange(self.n)
         self.dtype_bits = torch.finfo(oracle.dtype).bits
-        self.out = Path(out) if out is not None else None
-        self.history = History(self.out)
+        self.resume = resume
         self.config = {
             **dataclasses.asdict(cfg), "lr": self.lr, "lr_rule": cfg.lr if isinstance(cfg.lr, str) else "given",
             "method_resolved": self.method.spec, "compressor_resolved": self.method.compressor.spec,
             "alpha": self._alpha(), "n_workers": self.n, "d": self.d, "dtype": str(oracle.dtype).replace("torch.", ""),
             "L": oracle.L, "L_AM": stepsizes.l_am(oracle.smoothness) if oracle.smoothness else None,
             "L_QM": stepsizes.l_qm(oracle.smoothness) if oracle.smoothness else None,
-            **(extra_config or {}),
+            **cfg.clock_config(clock), "backend": executor.name, **(extra_config or {}),
         }
 
     def _alpha(self):
@@ -163,46 +196,27 @@ class Simulation:
         except (ValueError, NotImplementedError):
             return None
 
-    # -- one round, vectorized or per worker --------------------------------------------------
-    def _noise(self, t: int, workers: Tensor) -> Noise:
-        return Noise(self.cfg.seed, t, workers, self.n)
-
-    def _aggregate(self, value: Tensor, workers: Tensor) -> Tensor:
-        a = self.method.weights(workers)
+    # -- one round ------------------------------------------------------------------------
+    def _aggregate(self, arr: Arrivals, like: Tensor) -> Tensor:
+        """(1/n) sum_{i arrived} a_i value_i: absent and erased workers contribute nothing."""
+        if len(arr.workers) == 0:
+            return torch.zeros_like(like)
+        value = arr.values
+        a = self.method.weights(arr.workers)
         if a is not None:
             value = value * a.to(value.dtype).unsqueeze(1)
         return value.sum(0) / self.n
-
-    def _workers_step(self, t: int, x: Tensor, workers: Tensor, W: Any, first: bool):
-        """(aggregate, bits sent, new states of ``workers``)."""
-        G = self.oracle.grads(x, t, workers)
-        _check_finite(G, workers, t, "gradient")
-        if self.cfg.workers == "vectorized":
-            noise = self._noise(t, workers)
-            if first:
-                sent, W_new = self.method.init_worker(G, noise, self.lr)
-            else:
-                sent, W_new = self.method.worker_step(G, W, noise, self.lr)
-            return self._aggregate(sent.value, workers), sent.bits, W_new
-        agg = torch.zeros(self.d, dtype=x.dtype)
-        bits, states = 0, []
-        for j, w in enumerate(workers.tolist()):  # the per-worker loop FL simulators use
-            noise = Noise(self.cfg.seed, t, w, self.n)
-            if first:
-                sent, s = self.method.init_worker(G[j], noise, self.lr)
-            else:
-                sent, s = self.method.worker_step(G[j], W[j], noise, self.lr)
-            a = self.method.weights(torch.tensor([w]))
-            agg += sent.value if a is None else float(a[0]) * sent.value
-            bits += sent.bits
-            states.append(s)
-        return agg / self.n, bits, states
 
     def _participants(self, t: int) -> Tensor:
         if self.cfg.participation >= 1.0 or t == 0:
             return self.all
         u = uniform(Noise(self.cfg.seed, t, self.all), 1, STREAM_PARTICIPATION, torch.float64)[:, 0]
         return (u < self.cfg.participation).nonzero().squeeze(1)
+
+    def _plan(self, t: int) -> RoundPlan:
+        # round 0 initialises every worker: any straggler there is waited out
+        admit = (lambda S: not S) if t == 0 else (lambda S: True)
+        return RoundPlan(t, admit, 1.0 / self.n, 1, self.clock)
 
     def _downlink(self, t: int, direction: Tensor, d_hat: Optional[Tensor], down_state: tuple):
         """(direction the workers apply, bits per worker, new d_hat, compressor state)."""
@@ -215,53 +229,57 @@ class Simulation:
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> History:
         cfg, oracle = self.cfg, self.oracle
-        if self.out is not None:
-            write_json(self.out / "config.json", {**self.config, "status": "running"})
-        x = oracle.x0()
+        self._write_running()
+        t0 = time.perf_counter()
+        measured = self.executor.name != "sim"  # Ray: the server's update is part of the round's time
+        if self.resume is not None:
+            ck = load_checkpoint(self.resume)
+            self._restore_common(ck)
+            start, x, S, opt_state = ck["round"], ck["x"], ck["S"], ck["opt_state"]
+            d_hat, down_state, bits_up, bits_down = ck["d_hat"], ck["down_state"], ck["bits_up"], ck["bits_down"]
+        else:
+            self.executor.reset()
+            start, x, S, d_hat, down_state, bits_up, bits_down = 0, oracle.x0(), None, None, (), 0.0, 0.0
+            opt_state = self.optimizer.init(x)
+            self._log(0, x, bits_up, bits_down, t0)
         if self.iterates is not None:
             self.iterates.append(x.clone())
-        bits_up = bits_down = 0.0
-        W: Any = None
-        S: Any = None
-        d_hat: Optional[Tensor] = None
-        down_state: tuple = ()
-        opt_state = self.optimizer.init(x)
         status = "finished"
-        t0 = time.perf_counter()
-        self._log(0, x, bits_up, bits_down, t0)
-        bar = _progress(cfg.rounds, cfg.progress)
+        bar = progress(cfg.rounds, cfg.progress, initial=start)
         try:
-            for t in range(cfg.rounds):
+            for t in range(start, cfg.rounds):
                 workers = self._participants(t)
+                arr = self.executor.method_round(t, x, workers, t == 0, self._plan(t))
+                t_srv = time.perf_counter()
+                self._account(t, arr.decision, arr.events)
+                agg = self._aggregate(arr, x)
                 if t == 0:
-                    agg, bits, W = self._workers_step(t, x, workers, None, first=True)
                     direction, S = self.method.init_server(agg, self.lr)
-                elif len(workers) > 0:
-                    sub = W if len(workers) == self.n else self._rows(W, workers)
-                    agg, bits, sub_new = self._workers_step(t, x, workers, sub, first=False)
-                    W = sub_new if len(workers) == self.n else self._scatter(W, workers, sub_new)
+                else:  # nobody arrived: agg = 0 and the server's state follows its rule
                     direction, S = self.method.server_step(agg, S, self.lr)
-                else:  # nobody participates: the server's state does not change
-                    bits = 0
-                    direction, S = self.method.server_step(torch.zeros_like(x), S, self.lr)
                 direction, bits_d, d_hat, down_state = self._downlink(t, direction, d_hat, down_state)
                 if self.method.model_units:
                     x = x - direction
                 else:
                     step, opt_state = self.optimizer.step(direction, opt_state, self.lr)
                     x = x - step
-                _check_finite(x.unsqueeze(0), torch.tensor([-1]), t, "iterate")
+                check_finite(x.unsqueeze(0), torch.tensor([-1]), t, "iterate")
+                if measured:
+                    self.time_s += time.perf_counter() - t_srv
                 if self.iterates is not None:
                     self.iterates.append(x.clone())
-                bits_up += bits / self.n
+                bits_up += arr.bits / self.n
                 bits_down += bits_d
                 bar.update(1)
                 if (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.rounds:
                     row = self._log(t + 1, x, bits_up, bits_down, t0)
-                    bar.set_postfix(grad_norm_sq=f"{row['grad_norm_sq']:.3e}", refresh=False)
+                    self._postfix(bar, {"grad_norm_sq": f"{row['grad_norm_sq']:.3e}"})
                     if cfg.target is not None and row["grad_norm_sq"] <= cfg.target:
                         status = "target reached"
                         break
+                if cfg.checkpoint_every and (t + 1) % cfg.checkpoint_every == 0 and t + 1 < cfg.rounds:
+                    self._save_checkpoint({"round": t + 1, "x": x, "S": S, "opt_state": opt_state, "d_hat": d_hat,
+                                           "down_state": down_state, "bits_up": bits_up, "bits_down": bits_down})
         except NonFiniteError as e:
             status = f"diverged: {e}"
             if cfg.on_nonfinite == "raise":
@@ -269,46 +287,15 @@ class Simulation:
                 raise
         finally:
             bar.close()
+            self.server_state = S
         self._finish(status, x)
         return self.history
 
-    def _rows(self, W, idx):
-        return [W[i] for i in idx.tolist()] if self.cfg.workers == "loop" else tree_rows(W, idx)
-
-    def _scatter(self, W, idx, sub):
-        if self.cfg.workers == "loop":
-            W = list(W)
-            for j, i in enumerate(idx.tolist()):
-                W[i] = sub[j]
-            return W
-        return scatter_rows(W, idx, sub)
-
     def _log(self, t: int, x: Tensor, bits_up: float, bits_down: float, t0: float) -> dict:
-        ev = self.oracle.evaluate(x)
-        row = {"round": t, "loss": ev.get("loss", math.nan), "grad_norm_sq": ev.get("grad_norm_sq", math.nan),
-               "bits_up": bits_up, "bits_down": bits_down, **{k: v for k, v in ev.items() if k not in ("loss", "grad_norm_sq")},
-               "wall_s": time.perf_counter() - t0}
-        self.history.log(row)
-        return row
+        return self._log_row(t, x, bits_up, bits_down, t0)
 
     def _finish(self, status: str, x: Tensor) -> None:
-        self.final_x = x
-        self.status = status
-        if self.out is None:
-            return
-        self.history.flush()
-        last = self.history.last
-        write_json(self.out / "config.json", {**self.config, "status": status, "final": last})
-        try:
-            self.history.plot(title=f"{self.method.spec} + {self.method.compressor.spec}, n={self.n}")
-        except Exception as e:  # a plot must never lose a finished run
-            write_json(self.out / "plot_error.json", {"error": repr(e)})
-
-
-def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, unit="round", dynamic_ncols=True, mininterval=0.5)
+        super()._finish(status, x, f"{self.method.spec} + {self.method.compressor.spec}, n={self.n}")
 
 
 def simulate(oracle: Oracle, cfg: RunConfig, out: Optional[str | Path] = None, extra_config: dict | None = None) -> History:

@@ -8,6 +8,8 @@ BENCHES: dict[str, str] = {
     "coding": "experiments.bench.coding",
     "simulator": "experiments.bench.simulator",
     "ddp": "experiments.bench.ddp",
+    "ray": "experiments.bench.ray",
+    "ray-study": "experiments.bench.ray_study",
 }
 
 
