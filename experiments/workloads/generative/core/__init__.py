@@ -30,8 +30,9 @@ samplers.py    model as ``eps_fn(x, t)`` / ``score_fn(x, t)`` with t [B] in the 
     ``ddim_sample(eps_fn, sched, x, times, eta=0, gen, clip, callback)``   any eta; ``callback(i, t, t_next,
         x_next, eps, x0)`` may return a replacement state (hook for extra steps / custom updates);
         ``times`` from ``sched.grid(steps, start)`` (start < T-1 decodes from an intermediate step)
-    ``ddim_invert(eps_fn, sched, x0, times, return_path)``  deterministic inversion (approximate: eps at
-        the next time with the current state) -- BDIA can replace it with its exact update
+    ``ddim_invert(eps_fn, sched, x0, times, return_path, eps_at="next")``  deterministic inversion
+        (approximate: eps at the next time with the current state; ``eps_at="current"``: at the current
+        time, guided-diffusion's convention, DIRE's) -- bdia.py replaces it with an exact update
     ``ddpm_sample``, ``pc_sample(score_fn, sde, x, steps, gen, predictor, corrector, snr, n_corrector)``,
     ``ode_sample(score_fn, sde, x, method="rk45"|"euler"|"heun"|"rk4", steps)``,
     ``ode_likelihood(score_fn, sde, x, ..., exact=True|False)`` -> (nll [B] nats, evaluations)
@@ -58,7 +59,15 @@ base.py        ``DenoiserTraining`` (a Workload: eps/v prediction on digits or a
 report.py      ``seeds_or``, ``single_thread()``, ``arm_table(arms, metrics)`` (mean ± sd rows), ``mean``,
     ``plot_images``, ``plot_points``, ``save_figure`` (atomic PNGs)
 
-Inference-only workloads (NoiseDiffusion, BDIA, RED-diff, DIRE's extraction) reuse ``base_model(DIGITS)``
-and delegate ``init_params/loss/batch`` to its ``DenoiserTraining``: the base model's training is
-what goes through the communication layer.
+bdia.py        BDIA-DDIM (Zhang et al. 2024): ``bdia_sample(eps_fn, sched, x, times, gamma, x_next,
+    return_pair)``, its exact inverse ``bdia_invert(eps_fn, sched, pair, times, gamma)`` and
+    ``bdia_encode(eps_fn, sched, x0, times, gamma)`` (real image -> the pair that decodes back to it)
+
+presets.py     ``DIGITS_V`` (the digits base of the inference-time workloads: DIGITS's MLP trained with
+    v-prediction -- why: see the module) and ``TrainsTheBase`` (mixin: ``init_params/loss/batch``
+    delegated to the base's DenoiserTraining, ``eps_fn(params, dtype)``)
+
+Inference-only workloads (NoiseDiffusion, BDIA, RED-diff, DIRE's extraction) reuse
+``base_model(presets.DIGITS_V)`` and delegate ``init_params/loss/batch`` to its ``DenoiserTraining``
+(``presets.TrainsTheBase``): the base model's training is what goes through the communication layer.
 """

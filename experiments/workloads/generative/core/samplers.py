@@ -84,16 +84,19 @@ def ddim_sample(eps_fn: Fn, sched, x: Tensor, times: Sequence, eta: float = 0.0,
     return x
 
 
-def ddim_invert(eps_fn: Fn, sched, x0: Tensor, times: Sequence, return_path: bool = False):
+def ddim_invert(eps_fn: Fn, sched, x0: Tensor, times: Sequence, return_path: bool = False, eps_at: str = "next"):
     """Deterministic DDIM inversion along ``times`` (the sampling grid, decreasing) walked
     backwards: from the clean end ``times[-1]`` up to ``times[0]``. Each step uses
-    eps_theta(x_{t}, t_next), the model at the noisier time with the current state.
+    eps_theta(x_{t}, t_next), the model at the noisier time with the current state
+    (``eps_at="current"``: eps_theta(x_t, t), guided-diffusion's ``ddim_reverse_sample``, which DIRE uses).
     Returns x at times[0] (and, with ``return_path``, the states from clean to noisy)."""
+    if eps_at not in ("next", "current"):
+        raise ValueError(f"eps_at must be next or current, got {eps_at!r}")
     x, path = x0, [x0]
     rev = list(times)[::-1]
     for t, t_next in zip(rev[:-1], rev[1:]):
         ab, ab_next = sched.alpha_bar(_times(t, x)).to(x.dtype), sched.alpha_bar(_times(t_next, x)).to(x.dtype)
-        eps = eps_fn(x, _times(t_next, x))
+        eps = eps_fn(x, _times(t_next if eps_at == "next" else t, x))
         x, _ = ddim_step(x, eps, ab, ab_next)
         path.append(x)
     return (x, path) if return_path else x
