@@ -9,6 +9,28 @@ import torch
 
 torch.set_num_threads(1)
 
+# Diffusion workloads (issue 8) whose mechanism checks run on trained-once, cached base models.
+_GENERATIVE_INFERENCE = ("noise_diffusion_interp", "dire_detect", "bdia_inversion", "oms_one_more_step",
+                         "red_diff_inverse", "test_generative_inference")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def generative_base_models(request):
+    """Train (first run; ~4 min on 2 busy cores) or load (later runs) the cached base models
+    and DIRE maps once per session, before the tests that use them -- so no test's own time
+    includes a base model's training. Does nothing when none of those tests is collected."""
+    if not any(w in item.nodeid for item in request.session.items for w in _GENERATIVE_INFERENCE):
+        return
+    from experiments.workloads.generative.core.base import DIGITS, base_model
+    from experiments.workloads.generative.core.presets import DIGITS_V
+    from experiments.workloads.generative.dire_detect import datasets
+    from experiments.workloads.generative.oms_one_more_step import OMSBase
+
+    base_model(DIGITS_V)
+    base_model(DIGITS)
+    OMSBase().trained()
+    datasets()
+
 
 @pytest.fixture(scope="session", autouse=True)
 def generative_ring_base(request):
@@ -22,8 +44,11 @@ def generative_ring_base(request):
 
 
 # Mechanism checks that honestly fail at this scale (the workload's docstring says why). Strict:
-# the day one starts to hold, the run flags it.
+# the day one starts to hold, the run flags it. (For noise_diffusion_interp, which of its checks
+# hold and which fail is pinned in tests/test_generative_inference.py, so the others stay guarded.)
 _KNOWN_FAILING_CHECKS = {
+    "test_quick_mechanism_check_holds[noise_diffusion_interp]":
+        "NoiseDiffusion's classifier-confidence check fails on 8x8 digits (slerp already works there)",
     "test_quick_mechanism_check_holds[dfm_inverse]":
         "DFM's samples are under-dispersed at this scale: best-of-8 does not beat the regressor (dfm_inverse.py)",
 }

@@ -11,4 +11,15 @@ WORKLOADS: dict[str, tuple[str, str]] = {
                    "Spatiotemporal Entropy Model is All You Need for Learned Video Compression"),
     "score_sde": ("experiments.workloads.generative.score_sde:ScoreSDE",
                   "Score-Based Generative Modeling through Stochastic Differential Equations"),
+    "noise_diffusion_interp": ("experiments.workloads.generative.noise_diffusion_interp:NoiseDiffusionInterp",
+                               "NoiseDiffusion: Correcting Noise for Image Interpolation with Diffusion Models beyond "
+                               "Spherical Linear Interpolation"),
+    "dire_detect": ("experiments.workloads.generative.dire_detect:DIREDetect", "DIRE for Diffusion-Generated Image Detection"),
+    "bdia_inversion": ("experiments.workloads.generative.bdia_inversion:BDIAInversion",
+                       "Exact Diffusion Inversion via Bi-directional Integration Approximation"),
+    "oms_one_more_step": ("experiments.workloads.generative.oms_one_more_step:OneMoreStep",
+                          "One More Step: A Versatile Plug-and-Play Module for Rectifying Diffusion Schedule Flaws "
+                          "and Enhancing Low-Frequency Controls"),
+    "red_diff_inverse": ("experiments.workloads.generative.red_diff_inverse:REDDiffInverse",
+                         "A Variational Perspective on Solving Inverse Problems with Diffusion Models (RED-Diff)"),
 }
