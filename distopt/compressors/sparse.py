@@ -101,9 +101,15 @@ def _cat(ts: list[Tensor]) -> Tensor:
     return ts[0] if len(ts) == 1 else torch.cat(ts)
 
 
+def _sample_size(d: int, sample: int = 16384) -> int:
+    """Sampled magnitudes per row: ``sample``, or d/8 for shorter rows (>= 256)."""
+    return max(256, min(sample, d // 8))
+
+
 def _sampled(d: int, k: int, sample: int = 16384) -> bool:
-    """Whether :func:`topk_select` goes through a sampled threshold (else: every coordinate)."""
-    return k < d and d > 4 * sample and k / d <= 0.2
+    """Whether :func:`topk_select` goes through a sampled threshold (else: every coordinate):
+    rows of at least 2048 coordinates keeping at most a fifth of them."""
+    return k < d and d >= 2048 and k / d <= 0.2
 
 
 def topk_select(x: Tensor, k: int, sample: int = 16384) -> tuple[Tensor, Tensor]:
@@ -119,7 +125,7 @@ def topk_select(x: Tensor, k: int, sample: int = 16384) -> tuple[Tensor, Tensor]
     if not _sampled(d, k, sample):
         idx = _topk_dense(x, k)
         return x.gather(1, idx), idx
-    stride = d // sample
+    stride = d // _sample_size(d, sample)
     s = x[:, ::stride].abs()  # [N, m] strided sample (deterministic, no RNG)
     m = s.shape[1]
     # aim for ~1.25k candidates plus 4 standard deviations of the sample estimate
