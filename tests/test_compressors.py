@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import distopt
+import distopt.methods
 from distopt import Noise
 from distopt.compressors import COMPRESSORS, make, payload_bits
 
@@ -508,3 +509,17 @@ def test_public_api():
     assert c.alpha(1000) == 0.01
     assert make("qsgd:levels=4").omega(100) == min(100 / 16, 10 / 4)
     assert abs(make("natural").alpha(10) - 8 / 9) < 1e-15
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_decompress_add_equals_adding_the_dense_message(spec):
+    c = make(spec)
+    x = _vec(300, seed=4, dtype=torch.float64)
+    rng = _rng()
+    p = c.compress(x, rng)
+    base = _vec(300, seed=5, dtype=torch.float64)
+    out = c.decompress_add(base.clone(), p, 300, rng, scale=0.7)
+    assert torch.allclose(out, base + 0.7 * c.decompress(p, 300, rng, torch.float64), atol=1e-12)
+    scaled = distopt.methods.contractive_compressor(c) if c.unbiased else c
+    out = scaled.decompress_add(base.clone(), p, 300, rng, scale=2.0)
+    assert torch.allclose(out, base + 2.0 * scaled.decompress(p, 300, rng, torch.float64), atol=1e-12)

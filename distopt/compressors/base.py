@@ -95,6 +95,12 @@ class Compressor:
         does not carry it (packed signs, exponents, 16-bit casts); default float32."""
         raise NotImplementedError
 
+    def decompress_add(self, out: Tensor, p: Payload, numel: int, rng: Noise | None = None, scale: float = 1.0) -> Tensor:
+        """``out += scale * decompress(p)`` for one vector ``out: [numel]``, in place. Sparse
+        compressors add only the coordinates they sent (no dense temporary): what a receiver
+        summing many workers' messages wants."""
+        return out.add_(self.decompress(p, numel, rng, out.dtype), alpha=scale)
+
     def bits(self, p: Payload) -> int:
         return payload_bits(p)
 

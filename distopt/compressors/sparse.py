@@ -286,6 +286,11 @@ class TopK(Compressor):
         out.scatter_(-1, idx.to(torch.int64), vals)
         return out if dtype is None else out.to(dtype)
 
+    def decompress_add(self, out, p, numel, rng=None, scale=1.0):
+        vals, idx = p
+        v = vals.reshape(-1).to(out.dtype)
+        return out.index_add_(0, idx.reshape(-1).to(torch.int64), v if scale == 1.0 else v * scale)
+
 
 @dataclasses.dataclass(frozen=True)
 class RandK(Compressor):
@@ -359,6 +364,13 @@ class RandK(Compressor):
             out *= numel / idx.shape[1]
         out = out.reshape(*vals.shape[:-1], numel)
         return out if dtype is None else out.to(dtype)
+
+    def decompress_add(self, out, p, numel, rng=None, scale=1.0):
+        vals = p[0].reshape(-1).to(out.dtype)
+        idx = self._indices(self._need_rng(rng), numel, vals.device).reshape(-1)
+        if self.scaled:
+            scale = scale * numel / idx.numel()
+        return out.index_add_(0, idx, vals if scale == 1.0 else vals * scale)
 
 
 @dataclasses.dataclass(frozen=True)

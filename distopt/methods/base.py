@@ -97,6 +97,9 @@ class ScaledCompressor(Compressor):
     def decompress(self, p, numel, rng=None, dtype=None):
         return self.inner.decompress(p, numel, rng, dtype) * (1.0 / (1.0 + self.inner.omega(numel)))
 
+    def decompress_add(self, out, p, numel, rng=None, scale=1.0):
+        return self.inner.decompress_add(out, p, numel, rng, scale / (1.0 + self.inner.omega(numel)))
+
     def bits(self, p):
         return self.inner.bits(p)
 

@@ -51,6 +51,9 @@ def _bench(rank: int, world: int, port: int, out: str) -> None:
 
     import distopt.ddp as D
 
+    from simulator._alloc import keep_freed_memory
+
+    keep_freed_memory()  # every configuration runs under the same allocator setting
     torch.set_num_threads(1)  # two processes on two cores
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
