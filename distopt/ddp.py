@@ -49,6 +49,14 @@ def _slice_tree(tree: Any, start: int, stop: int) -> Any:
     return tree_map(lambda t: t[..., start:stop], tree)
 
 
+def _gather(state: "CommState", kind: str, keys: list[str], comp_key: str) -> Any:
+    """A bucket's flat state: the flat tensors themselves when this bucket wrote them last (no
+    copy), else the per-parameter slices concatenated (after a bucket rebuild or a resume)."""
+    if all(state._owner.get(k) == comp_key for k in keys) and (kind, comp_key) in state._flat:
+        return state._flat[(kind, comp_key)]
+    return _cat_trees([getattr(state, kind)[k] for k in keys])
+
+
 def _cat_trees(trees: Sequence[Any]) -> Any:
     return tree_map(lambda *ts: torch.cat(ts, dim=-1), *trees)
 
@@ -99,6 +107,8 @@ class CommState:
         self._names: dict[int, str] = {}
         self._appearance = 0
         self._saved: Optional[dict] = None
+        self._flat: dict = {}  # (kind, bucket key) -> that bucket's flat state, whose views are in worker/server
+        self._owner: dict[str, str] = {}  # parameter key -> the bucket whose flat state holds its slice
         self._order: dict[str, int] = {}  # key -> canonical position (model order, else first appearance)
         if model is not None:
             named = model.named_parameters() if hasattr(model, "named_parameters") else model
@@ -139,6 +149,7 @@ class CommState:
                 raise ValueError(f"checkpoint has {field} {sd.get(field)!r}, this CommState has {mine!r}")
         self.step, self.bits_sent = int(sd["step"]), int(sd["bits_sent"])
         self.worker, self.server, self.comp = {}, {}, {}
+        self._flat, self._owner = {}, {}
         self._saved = sd
 
 
@@ -231,20 +242,22 @@ def _run(state: CommState, grad: Tensor, keys: list[str], sizes: list[int], comp
         t1 = time.perf_counter()
         direction, s_new = method.init_server(agg, state.lr)
     else:
-        w = _cat_trees([state.worker[k] for k in keys])
+        w = _gather(state, "worker", keys, comp_key)
         if hasattr(w, "_fields") and "comp" in w._fields:
             w = w._replace(comp=state.comp.get(comp_key, ()))
         sent, w_new = method.worker_step(work, w, noise, state.lr)
         state.timings["worker"] += time.perf_counter() - t0
         agg = _collect(state, sent, grad.numel(), work.dtype, comp_key)
         t1 = time.perf_counter()
-        direction, s_new = method.server_step(agg, _cat_trees([state.server[k] for k in keys]), state.lr)
+        direction, s_new = method.server_step(agg, _gather(state, "server", keys, comp_key), state.lr)
     if hasattr(w_new, "_fields") and "comp" in w_new._fields:
         state.comp[comp_key] = w_new.comp
     w_core = _strip(w_new)
     for k, a, b in zip(keys, offsets, offsets[1:]):
         state.worker[k] = _slice_tree(w_core, a, b)
         state.server[k] = _slice_tree(s_new, a, b)
+        state._owner[k] = comp_key  # the slices are views of this bucket's flat state
+    state._flat[("worker", comp_key)], state._flat[("server", comp_key)] = w_core, s_new
     state._step_bits += sent.bits
     out = direction / state.lr if method.model_units else direction
     state.timings["server"] += time.perf_counter() - t1
