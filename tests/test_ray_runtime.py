@@ -146,3 +146,28 @@ def test_coded_run_with_delays_decodes_every_job(cluster, tmp_path):
     for a, b in zip(ray_rows, sim_rows):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-12, abs=1e-14)
     assert '"backend": "ray"' in (tmp_path / "ray" / "config.json").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kw", [dict(method="ef21-plus", compressor="topk:k=2"), dict(method="ef14", compressor="randk:k=3"),
+                                dict(method="econtrol", compressor="permk"), dict(method="ef21", compressor="powersgd:rank=1"),
+                                dict(method="ef21", compressor="topk:k=2", participation=0.5, down_compressor="topk:k=4")])
+def test_every_method_family_matches_the_simulator_on_ray(env, kw):
+    """Payload decoding on the driver with the senders' Noise (Perm-K, Rand-K, PowerSGD's
+    state, EF21+'s shipped change, partial participation, downlink): the simulator's iterates."""
+    from workers.executor import RayExecutor
+    from workers.runtime import WorkerSpec
+
+    w, o, _ = env
+    cfg = _cfg(rounds=8, **kw)
+    sim = Simulation(o, cfg, keep_iterates=True)
+    sim.run()
+    m = build_method(cfg, o)
+    ex = RayExecutor(WorkerSpec(w, N, m, resolve_lr(cfg, m, o)), o.d, cpus=0.25)
+    try:
+        rs = Simulation(o, cfg, keep_iterates=True, executor=ex)
+        rs.run()
+    finally:
+        ex.close()
+    assert torch.allclose(torch.stack(sim.iterates), torch.stack(rs.iterates), atol=1e-12, rtol=0)
+    assert sim.history.column("bits_up") == rs.history.column("bits_up")
