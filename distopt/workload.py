@@ -71,7 +71,7 @@ class ParamSpec:
         out, start = {}, 0
         lead = x.shape[:-1]
         for name, shape, numel in zip(self.names, self.shapes, self.numels):
-            out[name] = x[..., start:start + numel].reshape(*lead, *shape)
+            out[name] = x[..., start:start + numel].reshape(tuple(lead) + tuple(shape))  # 0-dim: shape ()
             start += numel
         return out
 

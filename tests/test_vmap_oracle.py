@@ -71,3 +71,16 @@ def test_server_optimizers_apply_to_the_direction():
         Simulation(o, RunConfig(method="ef14", compressor="topk:k=2", lr=0.02, rounds=3, optimizer="adam", progress=False))
     with pytest.raises(ValueError, match="unknown optimizer"):
         Simulation(o, RunConfig(method="ef21", compressor="topk:k=2", lr=0.02, rounds=3, optimizer="adamw", progress=False))
+
+
+def test_param_spec_round_trips_zero_dim_parameters():
+    from distopt.workload import ParamSpec
+
+    params = {"scale": torch.tensor(2.0), "w": torch.arange(6.0).reshape(2, 3)}
+    spec = ParamSpec(params)
+    x = spec.flatten(params)
+    back = spec.unflatten(x)
+    assert back["scale"].shape == () and float(back["scale"]) == 2.0
+    assert torch.equal(back["w"], params["w"])
+    stacked = spec.unflatten(torch.stack([x, 2 * x]))
+    assert stacked["scale"].tolist() == [2.0, 4.0] and stacked["w"].shape == (2, 2, 3)
