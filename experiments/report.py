@@ -47,3 +47,26 @@ def mean_sd(values: Iterable[float]) -> tuple[float, float]:
     m = sum(vals) / n
     sd = (sum((v - m) ** 2 for v in vals) / (n - 1)) ** 0.5 if n > 1 else 0.0
     return m, sd
+
+
+def mean(values: Iterable[float]) -> float:
+    return mean_sd(values)[0]
+
+
+def pm(values: Iterable[float], digits: int = 4) -> str:
+    """``mean ± sd`` (sample sd) over seeds, as a table cell."""
+    m, s = mean_sd(values)
+    return f"{m:.{digits}g} ± {s:.2g}"
+
+
+def arm_rows(arms: dict, metrics: Sequence[str], label: str = "arm") -> list[dict]:
+    """One row per arm of a mechanism check: ``{label: arm, metric: 'mean ± sd' (or '-'), ...,
+    'seeds': k}`` from ``arms[arm][metric] = [value per seed]``."""
+    rows = []
+    for arm, vals in arms.items():
+        row = {label: arm}
+        for m in metrics:
+            row[m] = pm(vals[m]) if vals.get(m) else "-"
+        row["seeds"] = max((len(v) for v in vals.values()), default=0)
+        rows.append(row)
+    return rows

@@ -19,14 +19,15 @@ workers, no vectors), so long runtime studies never touch tensors.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Hashable, Mapping, NamedTuple, Protocol, Sequence
 
 import torch
 from torch import Tensor
 
+from .._threads import single_thread
+
 __all__ = ["Task", "Done", "Outcome", "Decoding", "Scheme", "encode", "encode_many", "combine", "check_workers",
-           "serial"]
+           "single_thread"]
 
 
 class Task(NamedTuple):
@@ -90,22 +91,6 @@ class Scheme(Protocol):
     def decoding(self, done: Done) -> Decoding: ...
 
 
-@contextmanager
-def serial():
-    """Run small dense solves (n <= a few hundred) on one thread: OpenMP workers only add
-    hand-off and spin-wait time at these sizes (a 256 x 229 solve measured 40x slower with 2
-    threads than with 1 on a loaded 2-core machine). Restores the caller's thread count."""
-    k = torch.get_num_threads()
-    if k == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(k)
-
-
 def check_workers(name: str, n) -> int:
     if n is None:
         raise ValueError(f"{name} needs the number of workers: add n=<workers> to the spec or pass --workers")
@@ -127,7 +112,7 @@ def encode_many(tasks: Sequence[Task], partials: Tensor) -> Tensor:
     rows = [k for k, t in enumerate(tasks) for _ in t.parts]
     cols = [p for t in tasks for p in t.parts]
     vals = torch.tensor([c for t in tasks for c in t.coeffs], dtype=partials.dtype)
-    with serial():
+    with single_thread():
         C = torch.zeros(len(tasks), partials.shape[0], dtype=partials.dtype)
         C.index_put_((torch.tensor(rows), torch.tensor(cols)), vals, accumulate=True)
         return C @ partials

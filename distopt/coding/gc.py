@@ -31,7 +31,7 @@ from typing import ClassVar, Literal, NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from .base import Decoding, Done, Outcome, Task, check_workers, serial
+from .base import Decoding, Done, Outcome, Task, check_workers, single_thread
 
 __all__ = ["frc_matrix", "crc_matrix", "random_h", "decode_coefficients", "GradientCode", "GC", "Uncoded",
            "DECODE_TOL", "ILL_COEF"]
@@ -66,7 +66,7 @@ def crc_matrix(H: Tensor) -> Tensor:
     B[i, i] = 1.0
     if s:
         A = H[:, others].permute(1, 0, 2)  # [n, s, s]: H[:, supp - i] per row
-        with serial():
+        with single_thread():
             x = torch.linalg.solve(A, -H[:, i].T.unsqueeze(-1)).squeeze(-1)  # [n, s]
         B[i[:, None], others] = x
     return B
@@ -86,7 +86,7 @@ def decode_coefficients(B: Tensor, erased: frozenset[int], s: Optional[int] = No
     when those rows are rank-deficient (FRC, or an undecodable set): min-norm SVD least squares
     (``gelsd``) over all survivors. (Not ``gelsy``: in this torch build it misjudges the rank of
     some repeated-row matrices.) The residual max|a^T B_I - 1| says whether 1 was reached."""
-    with serial():
+    with single_thread():
         return _decode_coefficients(B, erased, s)
 
 

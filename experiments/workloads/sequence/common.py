@@ -8,14 +8,14 @@ hash of the keys, so a draw depends only on what it is for (data seed, worker, s
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
 
-from experiments.report import mean_sd
+from distopt._threads import single_thread  # noqa: F401  (re-exported for the workloads)
+from experiments.report import arm_rows, mean, mean_sd, pm  # noqa: F401
 
 # -- randomness --------------------------------------------------------------------------------
 
@@ -24,18 +24,6 @@ def gen(*keys) -> torch.Generator:
     """A generator seeded by a hash of ``keys`` (ints and strings): independent streams per purpose."""
     h = hashlib.blake2b(repr(keys).encode(), digest_size=8).digest()
     return torch.Generator().manual_seed(int.from_bytes(h, "little") & ((1 << 63) - 1))
-
-
-@contextlib.contextmanager
-def single_thread():
-    """Run a block with one intra-op thread (restored after): the workloads' tensors are tiny, and
-    on a 2-core box a second thread only adds synchronisation (5 ms vs 30 ms per RNN step under load)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 # -- sequence generators -----------------------------------------------------------------------
@@ -117,28 +105,6 @@ def train_many(workload, params: list[dict] | dict[str, Tensor], batch: Callable
 
 
 # -- tables ------------------------------------------------------------------------------------
-
-
-def pm(values: Iterable[float], digits: int = 4) -> str:
-    """``mean ± sd`` over seeds, as a table cell."""
-    m, s = mean_sd(values)
-    return f"{m:.{digits}g} ± {s:.2g}"
-
-
-def arm_rows(arms: dict[str, dict[str, list[float]]], metrics: Sequence[str], label: str = "arm") -> list[dict]:
-    """One table row per arm: ``{label: arm, metric: 'mean ± sd', ..., 'seeds': k}``."""
-    rows = []
-    for arm, vals in arms.items():
-        row = {label: arm}
-        for m in metrics:
-            row[m] = pm(vals[m])
-        row["seeds"] = len(vals[metrics[0]])
-        rows.append(row)
-    return rows
-
-
-def mean(values: Iterable[float]) -> float:
-    return mean_sd(values)[0]
 
 
 def bars(vals: dict[str, dict[str, list[float]]], metrics: Sequence[str], path, title: str = "") -> str:

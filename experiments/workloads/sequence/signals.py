@@ -201,11 +201,9 @@ def train(workload, seed: int, rounds: int | None = None, lr: float | None = Non
 
 def mean_sd(xs: Sequence[float], digits: int = 3) -> str:
     """'mean ± sd' (sample sd) for the reproduce tables."""
-    m, sd = report.mean_sd(float(x) for x in xs)
-    return f"{m:.{digits}f} ± {sd:.{digits}f}"
+    return report.pm((float(x) for x in xs), digits)
 
 
-# -- metrics --------------------------------------------------------------------------------
 def mse(pred: Tensor, target: Tensor) -> Tensor:
     return ((pred - target) ** 2).mean()
 

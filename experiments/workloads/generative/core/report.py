@@ -2,16 +2,15 @@
 per arm, and figures (image grids, 2-D scatter plots) written atomically."""
 from __future__ import annotations
 
-import contextlib
 import io
-import math
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
-import torch
 from torch import Tensor
 
-from experiments.report import mean_sd
+from distopt._threads import single_thread  # noqa: F401  (re-exported for the workloads)
+from experiments.report import arm_rows as arm_table  # noqa: F401
+from experiments.report import mean  # noqa: F401
 
 __all__ = ["seeds_or", "single_thread", "arm_table", "mean", "plot_images", "plot_points", "save_figure"]
 
@@ -21,38 +20,6 @@ def seeds_or(seeds: Optional[int], default: int = 3) -> int:
     if k < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     return k
-
-
-@contextlib.contextmanager
-def single_thread():
-    """One intra-op thread inside the block (restored after): these models are tiny, and on a
-    busy 2-core machine a second OpenMP thread only adds synchronisation."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else math.nan
-
-
-def arm_table(arms: dict[str, dict[str, list[float]]], metrics: Sequence[str], label: str = "arm") -> list[dict]:
-    """One row per arm, one ``mean ± sd`` cell per metric (``-`` where an arm has no values)."""
-    rows = []
-    for arm, vals in arms.items():
-        row = {label: arm}
-        for m in metrics:
-            v = vals.get(m, [])
-            if v:
-                mu, sd = mean_sd(v)
-                row[m] = f"{mu:.4g} ± {sd:.2g}"
-            else:
-                row[m] = "-"
-        rows.append(row)
-    return rows
 
 
 def save_figure(fig, path: Path) -> str:
