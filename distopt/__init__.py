@@ -6,10 +6,11 @@ This package imports torch only; the simulator, Ray workers and experiments buil
 """
 from __future__ import annotations
 
+from ._alloc import keep_freed_memory
 from .compressors import COMPRESSORS, Compressor, Payload
 from .compressors import make as compressor
 from .noise import Noise
 
 __version__ = "0.1.0"
 
-__all__ = ["COMPRESSORS", "Compressor", "Noise", "Payload", "compressor", "__version__"]
+__all__ = ["COMPRESSORS", "Compressor", "Noise", "Payload", "compressor", "keep_freed_memory", "__version__"]

@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ._alloc import keep_freed_memory
 from ._tree import tree_leaves, tree_map
 from .compressors import Compressor
 from .methods import Method
@@ -76,6 +77,7 @@ class CommState:
                  state_dtype: Optional[torch.dtype] = None):
         if granularity not in ("flat", "layerwise"):
             raise ValueError(f"granularity must be 'flat' (per bucket) or 'layerwise' (per parameter), got {granularity!r}")
+        keep_freed_memory()  # bucket-sized temporaries every step: reuse freed memory (distopt/_alloc.py)
         self.process_group = process_group
         self.world = dist.get_world_size(process_group) if dist.is_initialized() else 1
         self.rank = dist.get_rank(process_group) if dist.is_initialized() else 0

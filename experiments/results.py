@@ -33,8 +33,11 @@ def run_one(workload, method: str, compressor: str, n: int, rounds: int, seed: i
         return {"metric": math.nan, "bits_up": math.nan, "status": f"n/a: {e}", "start": math.nan}
     hist = sim.run()
     last = hist.last
-    return {"metric": last.get(workload.primary_metric, math.nan), "bits_up": last.get("bits_up", math.nan),
-            "status": sim.status, "start": hist.rows[0].get(workload.primary_metric, math.nan)}
+    stop = getattr(sim, "stopped_at", None)  # a diverged run: the round it stopped at and the bits sent by then
+    return {"metric": last.get(workload.primary_metric, math.nan),
+            "bits_up": stop["bits_up"] if stop else last.get("bits_up", math.nan),
+            "status": sim.status, "stopped_round": stop["round"] if stop else None,
+            "start": hist.rows[0].get(workload.primary_metric, math.nan)}
 
 
 def verdict(higher: bool, gd: float, ef: float, dc: float) -> str:
@@ -45,9 +48,13 @@ def verdict(higher: bool, gd: float, ef: float, dc: float) -> str:
         return math.isfinite(a) and (not math.isfinite(b) or (a > b if higher else a < b))
 
     survives = close(ef, gd) or better(ef, gd)
-    ef_saves = better(ef, dc) and not close(ef, dc)
-    return ("survives top-1%" if survives else "degraded at top-1%") + ("; error feedback is what saves it" if ef_saves else
-                                                                       "; dcgd does as well")
+    if close(ef, dc):
+        ef_vs_dc = "dcgd does as well"
+    elif better(ef, dc):
+        ef_vs_dc = "error feedback is what saves it" if survives else "error feedback helps"
+    else:
+        ef_vs_dc = "dcgd does better"
+    return ("survives top-1%" if survives else "degraded at top-1%") + "; " + ef_vs_dc
 
 
 def family_results(family: str, n: int = 4, rounds: Optional[int] = None, seed: int = 0,
@@ -66,7 +73,8 @@ def family_results(family: str, n: int = 4, rounds: Optional[int] = None, seed: 
         row = {"workload": wid, "metric": f"{w.primary_metric} ({'higher' if w.higher_is_better else 'lower'} is better)",
                "rounds": r, "start": res["gd+identity"]["start"]}
         for key, v in res.items():
-            row[key] = v["metric"] if v["status"] == "finished" else f"diverged ({v['metric']})"
+            row[key] = v["metric"] if v["status"] == "finished" else (
+                f"diverged at round {v['stopped_round']}" if v.get("stopped_round") is not None else v["status"])
             row[f"bits {key.split('+')[0]}"] = v["bits_up"]
         num = {k: (v["metric"] if v["status"] == "finished" else math.nan) for k, v in res.items()}
         row["verdict"] = verdict(w.higher_is_better, num["gd+identity"], num["ef21+topk:ratio=0.01"], num["dcgd+topk:ratio=0.01"])

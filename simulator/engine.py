@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from distopt import optim, stepsizes
+from distopt._alloc import keep_freed_memory
 from distopt._spec import parse
 from distopt.compressors import make as make_compressor
 from distopt.methods import Method, make as make_method, send
@@ -162,6 +163,7 @@ class Simulation(Driver):
         if cfg.code:
             raise ValueError("a coded run trains T+1 models: use simulator.coded.CodedSimulation "
                              "(`distopt simulate --code ...` picks it)")
+        keep_freed_memory()  # [n, d] temporaries every round: reuse freed memory (distopt/_alloc.py)
         self.method = build_method(cfg, oracle)
         self.lr = resolve_lr(cfg, self.method, oracle)
         self.optimizer = optim.make(cfg.optimizer)
@@ -282,6 +284,8 @@ class Simulation(Driver):
                                            "down_state": down_state, "bits_up": bits_up, "bits_down": bits_down})
         except NonFiniteError as e:
             status = f"diverged: {e}"
+            # where it stopped and what it had sent by then (the last logged row may be round 0)
+            self.stopped_at = {"round": t, "bits_up": bits_up, "bits_down": bits_down}
             if cfg.on_nonfinite == "raise":
                 self._finish(status, x)
                 raise

@@ -38,7 +38,7 @@ def _rounds_per_s(oracle, workers: str, rounds: int, warmup: int = 2) -> float:
 
 
 def main(d: int | None = None, repeat: int | None = None, out: str | None = None, n: int = 1000) -> int:
-    from simulator._alloc import keep_freed_memory
+    from distopt._alloc import keep_freed_memory
 
     keep_freed_memory()  # both engines run under the same allocator setting
     d = d or 10_000

@@ -1,0 +1,28 @@
+"""The family results table (experiments/results.py): verdict wording and what a diverged run reports."""
+import math
+
+import pytest
+
+from experiments.results import run_one, verdict
+from experiments.workloads import make
+
+
+@pytest.mark.parametrize("higher, gd, ef, dc, expected", [
+    (False, 0.10, 0.105, 0.9, "survives top-1%; error feedback is what saves it"),
+    (False, 0.10, 0.50, 0.9, "degraded at top-1%; error feedback helps"),
+    (False, 0.10, 0.50, 0.51, "degraded at top-1%; dcgd does as well"),
+    (False, 0.10, 0.50, 0.12, "degraded at top-1%; dcgd does better"),
+    (True, 0.90, 0.89, math.nan, "survives top-1%; error feedback is what saves it"),  # dcgd diverged
+    (True, 0.90, math.nan, 0.80, "degraded at top-1%; dcgd does better"),  # ef21 diverged
+])
+def test_verdict(higher, gd, ef, dc, expected):
+    assert verdict(higher, gd, ef, dc) == expected
+
+
+def test_diverged_run_reports_round_and_bits_sent():
+    w = make("logreg")
+    ok = run_one(w, "ef21", "topk:ratio=0.1", n=4, rounds=5, seed=0)
+    assert ok["status"] == "finished" and ok["stopped_round"] is None and ok["bits_up"] > 0
+    bad = run_one(make("lstsq"), "dcgd", "topk:ratio=0.1", n=4, rounds=2000, seed=0, lr=1e3)
+    assert bad["status"].startswith("diverged") and bad["stopped_round"] is not None
+    assert bad["bits_up"] > 0  # what it sent before it diverged, not the round-0 row's zero
