@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from experiments.results import run_one, verdict
+from experiments.results import best_of, run_one, verdict
 from experiments.workloads import make
 
 
@@ -26,3 +26,18 @@ def test_diverged_run_reports_round_and_bits_sent():
     bad = run_one(make("lstsq"), "dcgd", "topk:ratio=0.1", n=4, rounds=2000, seed=0, lr=1e3)
     assert bad["status"].startswith("diverged") and bad["stopped_round"] is not None
     assert bad["bits_up"] > 0  # what it sent before it diverged, not the round-0 row's zero
+
+
+def test_best_of_prefers_finished_runs_then_the_longest_lasting():
+    fin = lambda m: {"status": "finished", "metric": m, "stopped_round": None}  # noqa: E731
+    div = lambda t: {"status": "diverged: nan", "metric": math.nan, "stopped_round": t}  # noqa: E731
+    assert best_of({1.0: fin(0.5), 0.3: fin(0.2), 0.1: div(4)}, higher=False)[0] == 0.3
+    assert best_of({1.0: fin(0.5), 0.3: fin(0.2), 0.1: div(4)}, higher=True)[0] == 1.0
+    assert best_of({1.0: div(3), 0.3: div(40), 0.1: div(7)}, higher=True)[0] == 0.3
+
+
+def test_results_command_rejects_bad_lr_scales():
+    from experiments.cli import main
+
+    assert main(["results", "sequence", "--lr-scales", "1,zero"]) == 2
+    assert main(["results", "sequence", "--lr-scales", "1,-0.1"]) == 2

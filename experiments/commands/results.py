@@ -8,13 +8,22 @@ def add_arguments(p) -> None:
     p.add_argument("--rounds", type=int, default=None, help="default: each workload's default_rounds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="experiments/results")
+    p.add_argument("--lr-scales", default="1,0.3,0.1",
+                   help="the compressed methods run at the workload's lr times each of these; the best is shown")
 
 
 def run(args) -> int:
     from experiments.report import format_table
     from experiments.results import family_results
 
-    rows = family_results(args.family, n=args.workers, rounds=args.rounds, seed=args.seed, out=args.out)
+    try:
+        scales = tuple(float(v) for v in args.lr_scales.split(","))
+    except ValueError:
+        raise ValueError(f"--lr-scales takes comma-separated positive numbers, e.g. 1,0.3,0.1; got {args.lr_scales!r}")
+    if not scales or any(not v > 0 for v in scales):
+        raise ValueError(f"--lr-scales takes comma-separated positive numbers, e.g. 1,0.3,0.1; got {args.lr_scales!r}")
+    rows = family_results(args.family, n=args.workers, rounds=args.rounds, seed=args.seed, out=args.out,
+                          lr_scales=scales)
     print(format_table(rows, ["workload", "metric", "gd+identity", "ef21+topk:ratio=0.01", "econtrol+topk:ratio=0.01",
                               "dcgd+topk:ratio=0.01", "verdict"]))
     print(f"written: {args.out}/{args.family}.md")
