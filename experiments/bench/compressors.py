@@ -124,7 +124,7 @@ def main(d: int | None = None, repeat: int | None = None, out: str | None = None
             "target": f">= {COPY_TARGET}" if spec in ELEMENTWISE else "",
         })
     print(format_table(rows, ["compressor", "copy ms", "compress ms", "decompress ms", "bits/coord",
-                              "x copy bandwidth", "(medians)", "rounds", "target"]))
+                              "x copy bandwidth", "(medians)", "rounds", "target", "note"]))
 
     head = []
     for kind, name, target in (("topk", "topk ratio 0.01 (k={k:,}) vs torch.topk(|x|)", TOPK_TARGET),
