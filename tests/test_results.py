@@ -41,3 +41,19 @@ def test_results_command_rejects_bad_lr_scales():
 
     assert main(["results", "sequence", "--lr-scales", "1,zero"]) == 2
     assert main(["results", "sequence", "--lr-scales", "1,-0.1"]) == 2
+
+
+def test_family_results_resume_from_finished_workloads(tmp_path, monkeypatch):
+    import experiments.results as R
+
+    rows = R.family_results("convex", rounds=3, out=tmp_path, progress=False, lr_scales=(1.0,))
+    assert (tmp_path / "convex.md").exists() and len(rows) == 3
+
+    def boom(*a, **k):
+        raise AssertionError("a finished workload ran again")
+
+    monkeypatch.setattr(R, "run_one", boom)
+    again = R.family_results("convex", rounds=3, out=tmp_path, progress=False, lr_scales=(1.0,))
+    assert [r["workload"] for r in again] == [r["workload"] for r in rows]
+    with pytest.raises(AssertionError, match="ran again"):  # other settings: not reused
+        R.family_results("convex", rounds=4, out=tmp_path, progress=False, lr_scales=(1.0,))

@@ -6,6 +6,7 @@ def add_arguments(p) -> None:
     p.add_argument("family", help="workload family, e.g. sequence, generative")
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--rounds", type=int, default=None, help="default: each workload's default_rounds")
+    p.add_argument("--max-rounds", type=int, default=None, help="cap every workload's rounds at this")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="experiments/results")
     p.add_argument("--lr-scales", default="1,0.3,0.1",
@@ -23,7 +24,7 @@ def run(args) -> int:
     if not scales or any(not v > 0 for v in scales):
         raise ValueError(f"--lr-scales takes comma-separated positive numbers, e.g. 1,0.3,0.1; got {args.lr_scales!r}")
     rows = family_results(args.family, n=args.workers, rounds=args.rounds, seed=args.seed, out=args.out,
-                          lr_scales=scales)
+                          lr_scales=scales, max_rounds=args.max_rounds)
     print(format_table(rows, ["workload", "metric", "gd+identity", "ef21+topk:ratio=0.01", "econtrol+topk:ratio=0.01",
                               "dcgd+topk:ratio=0.01", "verdict"]))
     print(f"written: {args.out}/{args.family}.md")
