@@ -195,12 +195,12 @@ def _collect(state: CommState, sent, numel: int, dtype, key: str) -> Tensor:
     t1 = time.perf_counter()
     state.timings["communicate"] += t1 - t0
     total = torch.zeros(numel, dtype=dtype, device=sent.value.device)
-    for j in range(world):  # sparse payloads add only their own coordinates
+    for j in range(world):  # sparse payloads add only their own coordinates, already divided by n
         noise = Noise(state.seed, state.step, j, world).fork(zlib.crc32(key.encode()))
         codec.decompress_add(total, tuple(g[j] for g in gathered), numel, noise,
-                             float(weights[j]) if weights is not None else 1.0)
+                             (float(weights[j]) if weights is not None else 1.0) / world)
     state.timings["decode"] += time.perf_counter() - t1
-    return total / world
+    return total
 
 
 def _all_gather_any(t: Tensor, group, world: int) -> list[Tensor]:
