@@ -426,6 +426,20 @@ def test_edge_cases_stay_finite_and_contract(xs, spec):
         assert float((y64 - x64).norm() ** 2) <= (1 - c.alpha(d)) * float(x64.norm() ** 2) + tol
 
 
+@pytest.mark.parametrize("name", ["fp16", "bf16"])
+def test_plain_cast_has_no_alpha_but_scaled_cast_contracts_below_the_normal_range(name):
+    # hypothesis found x = [5e-8]: fp16 rounds it to 2^-24 = 5.96e-8, a 19% error
+    x = torch.tensor([5e-8, 3e-8, 1e-9], dtype=torch.float32)
+    plain, scaled = make(f"{name}:scaled=false"), make(name)
+    assert not plain.contractive
+    with pytest.raises(ValueError, match="plain cast"):
+        plain.alpha(3)
+    if name == "fp16":
+        assert float((plain(x) - x).norm()) > 0.1 * float(x.norm())
+    y = scaled(x)
+    assert float((y.double() - x.double()).norm() ** 2) <= (1 - scaled.alpha(3)) * float(x.double().norm() ** 2)
+
+
 @pytest.mark.parametrize("spec", SPECS)
 def test_zero_vector_and_k_equals_d(spec):
     c = make(spec)

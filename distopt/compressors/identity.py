@@ -47,7 +47,10 @@ class _Cast(Compressor):
     ``fp16_compress_hook``: summable, but values beyond the format's range become Inf.
 
     Round-to-nearest is deterministic and slightly biased: alpha = 1 - 2^-20 (fp16, relative
-    rounding error 2^-11) or 1 - 2^-15 (bf16, 2^-8), with margin for subnormals.
+    rounding error 2^-11) or 1 - 2^-15 (bf16, 2^-8), with margin for subnormals -- for the
+    scaled cast, whose largest entry is always in the normal range. A plain cast has no alpha:
+    an entry below the format's smallest normal (fp16: 6.1e-5) keeps only its absolute error
+    2^-25, so x = 3e-8 comes back as 6e-8 (error ~ |x|), and entries beyond 65504 overflow.
     """
 
     scaled: bool = True
@@ -60,7 +63,15 @@ class _Cast(Compressor):
     def summable(self) -> bool:  # type: ignore[override]
         return not self.scaled
 
+    @property
+    def contractive(self) -> bool:  # type: ignore[override]
+        return self.scaled
+
     def alpha(self, d: int) -> float:
+        if not self.scaled:
+            raise ValueError(f"{self.name}:scaled=false (a plain cast) has no alpha: entries below the format's "
+                             "smallest normal lose their relative precision (underflow); use "
+                             f"'{self.name}' (power-of-two scaled) for theory stepsizes")
         return _HALF_ALPHA[self.name]
 
     def compress(self, x: Tensor, rng: Noise | None = None) -> Payload:
@@ -84,7 +95,7 @@ class _Cast(Compressor):
 @dataclasses.dataclass(frozen=True)
 class FP16(_Cast):
     name: ClassVar[str] = "fp16"
-    formula: ClassVar[str] = "alpha = 1 - 2^-20 (round to nearest, 11-bit significand)"
+    formula: ClassVar[str] = "alpha = 1 - 2^-20 (round to nearest, 11-bit significand); scaled=false: none (underflow)"
     summary: ClassVar[str] = "cast to float16 (power-of-two scaled unless scaled=false)"
     _dtype: ClassVar[torch.dtype] = torch.float16
 
@@ -92,6 +103,6 @@ class FP16(_Cast):
 @dataclasses.dataclass(frozen=True)
 class BF16(_Cast):
     name: ClassVar[str] = "bf16"
-    formula: ClassVar[str] = "alpha = 1 - 2^-15 (round to nearest, 8-bit significand)"
+    formula: ClassVar[str] = "alpha = 1 - 2^-15 (round to nearest, 8-bit significand); scaled=false: none (underflow)"
     summary: ClassVar[str] = "cast to bfloat16 (power-of-two scaled unless scaled=false)"
     _dtype: ClassVar[torch.dtype] = torch.bfloat16
