@@ -36,7 +36,7 @@ def run_one(workload, method: str, compressor: str, n: int, rounds: int, seed: i
         return {"metric": math.nan, "bits_up": math.nan, "status": f"n/a: {e}", "start": math.nan}
     hist = sim.run()
     last = hist.last
-    stop = getattr(sim, "stopped_at", None)  # a diverged run: the round it stopped at and the bits sent by then
+    stop = sim.stopped_at
     return {"metric": last.get(workload.primary_metric, math.nan),
             "bits_up": stop["bits_up"] if stop else last.get("bits_up", math.nan),
             "status": sim.status, "stopped_round": stop["round"] if stop else None,

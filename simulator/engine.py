@@ -246,6 +246,7 @@ class Simulation(Driver):
             self._log(0, x, bits_up, bits_down, t0)
         if self.iterates is not None:
             self.iterates.append(x.clone())
+        self.stopped_at = None  # a diverged run: the round it stopped at and what it had sent by then
         status = "finished"
         bar = progress(cfg.rounds, cfg.progress, initial=start)
         try:
@@ -284,7 +285,7 @@ class Simulation(Driver):
                                            "down_state": down_state, "bits_up": bits_up, "bits_down": bits_down})
         except NonFiniteError as e:
             status = f"diverged: {e}"
-            # where it stopped and what it had sent by then (the last logged row may be round 0)
+            # the last logged row may be round 0, so keep where it stopped and what it had sent
             self.stopped_at = {"round": t, "bits_up": bits_up, "bits_down": bits_down}
             if cfg.on_nonfinite == "raise":
                 self._finish(status, x)

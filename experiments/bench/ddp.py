@@ -4,9 +4,10 @@ bytes sent per step (per rank) for
   (a) DDP's default all-reduce, (b) torch's ``powerSGD_hook`` (rank 4), (c) our EF21 + Top-K
   ratio 0.01, (d) our EControl + Top-K ratio 0.01,
 
-all measured in the same run (configs interleaved, best of 3 rounds of 12-step medians), plus where our hooks' time goes (worker step = compress and its
-own decompress, communicate, decode the gathered payloads, server step). Targets: bytes of (c)
-<= 3% of (a); step time of (c) <= 1.5x (a) on loopback.
+all measured in the same run (configs interleaved, best of 3 rounds of 12-step medians), plus
+where our hooks' time goes (worker step = compress and its own decompress, communicate, decode
+the gathered payloads, server step). Targets: bytes of (c) <= 3% of (a); step time of (c)
+<= 1.5x (a) on loopback.
 
 Bytes: (a) the fp32 gradient; (b) P and Q for every matrix torch compresses (its rule: a
 matrix m x n is compressed when (m + n) r * min_compression_rate < m n), the rest all-reduced

@@ -20,7 +20,7 @@ def run(args) -> int:
     try:
         scales = tuple(float(v) for v in args.lr_scales.split(","))
     except ValueError:
-        raise ValueError(f"--lr-scales takes comma-separated positive numbers, e.g. 1,0.3,0.1; got {args.lr_scales!r}")
+        scales = ()
     if not scales or any(not v > 0 for v in scales):
         raise ValueError(f"--lr-scales takes comma-separated positive numbers, e.g. 1,0.3,0.1; got {args.lr_scales!r}")
     rows = family_results(args.family, n=args.workers, rounds=args.rounds, seed=args.seed, out=args.out,
