@@ -208,6 +208,40 @@ def test_topk_matches_torch_topk_and_breaks_ties_low():
     assert make("topk:k=2").compress(x)[1].tolist() == [1, 3]  # ties -> lowest indices
 
 
+def _topk_reference(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The definition: order by (-|x|, index), keep the first k, ascending."""
+    return torch.sort(-x.float().abs(), dim=1, stable=True).indices[:, :k].sort(dim=1).values
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_topk_group_threshold_path_is_exact(dtype):
+    """Short rows take their threshold from group maxima (sparse._group_threshold): exact on
+    data that defeats a sample -- the large entries packed into one group, ties, constant and
+    all-zero rows, a few huge outliers, rows of different scales."""
+    from distopt.compressors.sparse import _grouped
+
+    g = torch.Generator().manual_seed(11)
+    n, d, k = 9, 10_000, 100
+    assert _grouped(d, k)
+    x = torch.randn(n, d, generator=g)
+    x[1, 300:420] = 50.0  # the top entries all in a few neighbouring groups
+    x[2] = 1.0  # one big tie
+    x[3] = 0.0
+    x[4, ::3] = x[4, ::3].round()  # many ties at every magnitude
+    x[5, 7::50] = 1e6  # one outlier per group
+    x[6] *= 1e-30
+    x[7, :5000] = 0.0
+    x[8] = torch.arange(d, dtype=x.dtype) % 7
+    x = x.to(dtype)
+    for kk in (k, 1, 37, 600):
+        vals, idx = make(f"topk:k={kk}").compress(x)
+        ref = _topk_reference(x, kk)
+        assert torch.equal(idx.to(torch.int64), ref), kk
+        assert torch.equal(vals, x.gather(1, ref)), kk
+        one = make(f"topk:k={kk}").compress(x[1])  # a lone row: the same path
+        assert torch.equal(one[1].to(torch.int64), ref[1]), kk
+
+
 def test_topk_threshold_path_handles_structured_data():
     """Strided-sample threshold can be fooled by structure; the result must stay exact."""
     d = 400_000
@@ -514,6 +548,13 @@ def test_topk_sampled_path_rejects_non_finite_input():
             x[where] = bad
             with pytest.raises(ValueError, match="non-finite"):
                 make(f"topk:k={k}").compress(x)
+    for bad in (float("nan"), float("inf"), -float("inf")):  # group-maxima threshold; lone short rows (torch.topk)
+        for where in ([5], list(range(0, 10_000, 7))):
+            x = _vec(4 * 10_000, seed=len(where)).reshape(4, 10_000)
+            x[2, where] = bad
+            for rows in (x, x[2]):
+                with pytest.raises(ValueError, match="non-finite"):
+                    make("topk:k=100").compress(rows)
 
 
 def test_public_api():

@@ -2,12 +2,15 @@
 
 Selection is exact and vectorized over rows ``[N, d]``:
 
-* Top-K: a threshold estimated from a strided sample of |x| keeps a little more than K
-  candidates in one pass over x (in cache-sized pieces, see _chunked); the exact K-th largest
-  magnitude among candidates (a radix sort of their bit patterns) then selects. Ties at the
-  K-th magnitude go to the lowest indices, so the set is a deterministic function of x; on
-  tie-free data it is the set ``torch.topk`` returns. Rows where the sample under-estimates
-  fall back to all coordinates: always exact.
+* Top-K: a per-row threshold keeps a little more than K candidates in one pass over x (in
+  cache-sized pieces, see _chunked); the exact K-th largest magnitude among the candidates
+  then selects. Ties at the K-th magnitude go to the lowest indices, so the set is a
+  deterministic function of x; on tie-free data it is the set ``torch.topk`` returns.
+  Thresholds: for short rows (a stack of workers' vectors), the K-th largest of ~2K group
+  maxima -- never above the K-th largest magnitude, since K groups hold an entry at least that
+  large, so every row keeps at least K candidates (~1.4K on Gaussian data); for long rows, an
+  order statistic of a strided sample (tighter there), and rows where the sample
+  over-estimates fall back to all coordinates. Either way the selection is exact.
 * Rand-K: a uniformly random K-subset = the first K distinct values of a counter-based
   stream of uniform indices (exchangeability makes that set uniform). The stream depends only
   on (seed, step, worker), so the receiver regenerates the indices and only values travel.
@@ -25,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..noise import STREAM_INDICES, Noise, bits32, randint
+from . import _chunked
 from ._chunked import chunks
 from .base import Compressor, Payload, check_finite
 
@@ -122,9 +126,11 @@ def topk_select(x: Tensor, k: int, sample: int = 16384) -> tuple[Tensor, Tensor]
     if k >= d:
         return x.clone(), torch.arange(d, device=x.device).expand(n, d)
     f = k / d
-    if not _sampled(d, k, sample):
-        idx = _topk_dense(x, k)
+    if not _sampled(d, k, sample) or (n == 1 and d <= _SHORT_ROW):
+        idx = _topk_small(x, k)
         return x.gather(1, idx), idx
+    if _grouped(d, k, sample):
+        return _select(x, k, _group_threshold(x, k))
     stride = d // _sample_size(d, sample)
     s = x[:, ::stride].abs()  # [N, m] strided sample (deterministic, no RNG)
     m = s.shape[1]
@@ -132,25 +138,58 @@ def topk_select(x: Tensor, k: int, sample: int = 16384) -> tuple[Tensor, Tensor]
     frac = min(1.0, 1.25 * f + 4.0 * math.sqrt(f / m))
     r = m - int(math.ceil(frac * m)) + 1  # thr = r-th smallest sampled magnitude
     if r <= 1:
-        idx = _topk_dense(x, k)
+        idx = _topk_small(x, k)
         return x.gather(1, idx), idx
-    thr = s.kthvalue(r, dim=1, keepdim=True).values  # [N, 1]
+    return _select(x, k, s.kthvalue(r, dim=1, keepdim=True).values)
+
+
+def _grouped(d: int, k: int, sample: int = 16384) -> bool:
+    """Whether the sampled path takes its threshold from group maxima (short rows, whose
+    sample of d/8 < ``sample`` magnitudes is loose) rather than from the sample: needs groups
+    of at least 8 coordinates, 2K of them."""
+    return d < 8 * sample and d // (2 * k) >= 8
+
+
+def _group_threshold(x: Tensor, k: int) -> Tensor:
+    """Per row of ``x: [N, d]``, the k-th largest of the maxima of |x| over G = d // gs groups
+    of gs = d // 2k consecutive coordinates (the last d mod gs stay out): ``[N, 1]``. At least k
+    groups have a maximum >= it, so at least k entries of the row do: it never over-estimates
+    the k-th largest magnitude. Computed on the integer view of |x| (integer order is float
+    order for non-negative floats; NaN ranks above inf), a block of rows at a time so the
+    integer copy stays in cache."""
+    n, d = x.shape
+    gs = d // (2 * k)
+    G = d // gs
+    ity = _INT[x.element_size()]
+    mask = (1 << (8 * x.element_size() - 1)) - 1
+    maxima = torch.empty(n, G, dtype=ity, device=x.device)  # [N, G] group maxima (bits)
+    step = max(1, (2 * _chunked.CHUNK) // d)
+    buf = torch.empty(min(n, step), G * gs, dtype=ity, device=x.device)
+    for r0 in range(0, n, step):
+        r1 = min(n, r0 + step)
+        b = torch.bitwise_and(x[r0:r1, : G * gs].view(ity), mask, out=buf[: r1 - r0])
+        torch.amax(b.view(r1 - r0, G, gs), 2, out=maxima[r0:r1])
+    return maxima.kthvalue(G - k + 1, dim=1, keepdim=True).values.view(x.dtype)
+
+
+def _select(x: Tensor, k: int, thr: Tensor) -> tuple[Tensor, Tensor]:
+    """The exact top-k of each row of ``x: [N, d]`` from the candidates |x| >= ``thr`` [N, 1];
+    a row with fewer than k candidates (an over-estimated threshold) takes all coordinates."""
+    n, d = x.shape
     row, col, v = _candidates(x, thr)
     counts = _row_sums(None, row, n, col)
     if bool((counts < k).any()):  # threshold over-estimated on some row: take every coordinate there
         thr = torch.where((counts < k).unsqueeze(1), torch.zeros_like(thr), thr)
         row, col, v = _candidates(x, thr)
         counts = _row_sums(None, row, n, col)
-    # magnitudes as integers (for non-negative floats, integer order is float order): torch
-    # sorts integers by radix, ~10x faster than it sorts floats or runs kthvalue
+    # magnitudes as integers (for non-negative floats, integer order is float order; torch
+    # sorts integers by radix, ~10x faster than floats)
     ity = _INT[x.element_size()]
     val = torch.bitwise_and(v.view(ity), (1 << (8 * x.element_size() - 1)) - 1)
     if row is None:
         kth = torch.sort(val).values[val.numel() - k]  # k-th largest: a scalar
-    else:  # sort by magnitude, then (stably) by row: each row's magnitudes ascending, rows in order
-        perm = torch.sort(val).indices
-        perm = perm[torch.sort(row[perm], stable=True).indices]
-        kth = val[perm[torch.cumsum(counts, 0) - k]][row]  # [C]: k-th largest of its row
+    else:
+        kth = _kth_largest_per_row(val, row, counts, k)[row]  # [C]: k-th largest of its row
     sel = val >= kth
     if not bool((_row_sums(sel, row, n) == k).all()):  # ties at the k-th magnitude: lowest indices first
         row = torch.zeros_like(col) if row is None else row
@@ -164,6 +203,20 @@ def topk_select(x: Tensor, k: int, sample: int = 16384) -> tuple[Tensor, Tensor]
         sel = gt | (eq & (eq_rank <= need[row]))
     at = sel.nonzero().squeeze(1)
     return v.index_select(0, at).reshape(n, k), col.index_select(0, at).reshape(n, k)
+
+
+def _kth_largest_per_row(val: Tensor, row: Tensor, counts: Tensor, k: int) -> Tensor:
+    """The k-th largest of each row's candidates ``[N]``: ``val`` [C] non-negative integer
+    magnitudes, grouped by ``row`` [C] (ascending), ``counts`` [N] >= k per row. The candidates
+    are laid out in a padded ``[N, max count]`` table (padding -1 ranks below every magnitude)
+    and one row-wise kthvalue selects -- a few small passes instead of sorting all C."""
+    n = counts.numel()
+    width = int(counts.max())
+    start = torch.cumsum(counts, 0) - counts  # [N] first candidate of each row
+    pos = torch.arange(val.numel(), device=val.device) - start[row]  # [C] place within its row
+    table = torch.full((n, width), -1, dtype=val.dtype, device=val.device)
+    table[row, pos] = val
+    return table.kthvalue(width - k + 1, dim=1).values
 
 
 def _row_sums(mask: Tensor | None, row: Tensor | None, n: int, col: Tensor | None = None) -> Tensor:
@@ -182,6 +235,21 @@ def topk_indices(x: Tensor, k: int, sample: int = 16384) -> Tensor:
     Ties at the k-th magnitude are broken towards lower indices.
     """
     return topk_select(x, k, sample)[1]
+
+
+_SHORT_ROW = 1 << 15  # a lone row up to this length: torch.topk is faster than the threshold path
+
+
+def _topk_small(x: Tensor, k: int) -> Tensor:
+    """Indices ``[N, k]`` (ascending) for small rows, large k/d or a lone short row:
+    ``torch.topk``, whose pick among entries tied at the k-th magnitude is unspecified; when a
+    row has such a tie that is not taken whole, the tie-breaking pass (_topk_dense) decides."""
+    a = x.abs()
+    top = torch.topk(a, k, dim=1, sorted=False)
+    kth = top.values.amin(1, keepdim=True)  # [N, 1] (NaN entries compare unequal: no tie)
+    if not bool(((top.values == kth).sum(1) == (a == kth).sum(1)).all()):
+        return _topk_dense(x, k)
+    return top.indices.sort(dim=1).values
 
 
 def _topk_dense(x: Tensor, k: int) -> Tensor:
