@@ -555,6 +555,10 @@ def test_topk_sampled_path_rejects_non_finite_input():
             for rows in (x, x[2]):
                 with pytest.raises(ValueError, match="non-finite"):
                     make("topk:k=100").compress(rows)
+            x[2, [i for i in range(10_000) if i not in where]] = 0.0  # zero threshold: the row-wise path
+            x[1] = 1.0  # a huge tie in another row: that row too
+            with pytest.raises(ValueError, match="non-finite"):
+                make("topk:k=100").compress(x)
 
 
 def test_public_api():

@@ -173,15 +173,38 @@ def _group_threshold(x: Tensor, k: int) -> Tensor:
 
 
 def _select(x: Tensor, k: int, thr: Tensor) -> tuple[Tensor, Tensor]:
-    """The exact top-k of each row of ``x: [N, d]`` from the candidates |x| >= ``thr`` [N, 1];
-    a row with fewer than k candidates (an over-estimated threshold) takes all coordinates."""
+    """The exact top-k of each row of ``x: [N, d]`` from the candidates |x| >= ``thr`` [N, 1].
+    Rows where that is a poor filter go row-wise through _topk_small instead: a zero threshold
+    (fewer than k nonzeros: every coordinate would be a candidate), fewer than k candidates (a
+    sampled threshold that over-estimates) or a huge tie at the threshold (in a stack)."""
     n, d = x.shape
-    row, col, v = _candidates(x, thr)
-    counts = _row_sums(None, row, n, col)
-    if bool((counts < k).any()):  # threshold over-estimated on some row: take every coordinate there
-        thr = torch.where((counts < k).unsqueeze(1), torch.zeros_like(thr), thr)
+    dense = thr.reshape(-1) == 0
+    if not bool(dense.any()):
         row, col, v = _candidates(x, thr)
         counts = _row_sums(None, row, n, col)
+        dense = counts < k
+        if n > 1:
+            dense |= counts > max(8 * k, 4096)
+        if not bool(dense.any()):
+            return _select_candidates(x, k, row, col, v, counts)
+    vals = torch.empty(n, k, dtype=x.dtype, device=x.device)
+    idx = torch.empty(n, k, dtype=torch.int64, device=x.device)
+    for rows, rest in ((dense.nonzero().squeeze(1), False), ((~dense).nonzero().squeeze(1), True)):
+        if rows.numel():
+            xr = x.index_select(0, rows)
+            if rest:  # thresholds that filter well: no row of these goes row-wise again
+                vals[rows], idx[rows] = _select(xr, k, thr.index_select(0, rows))
+            else:
+                idx[rows] = i = _topk_small(xr, k)
+                vals[rows] = xr.gather(1, i)
+    return vals, idx
+
+
+def _select_candidates(x: Tensor, k: int, row: Tensor | None, col: Tensor, v: Tensor,
+                       counts: Tensor) -> tuple[Tensor, Tensor]:
+    """The top-k of each row among its candidates (row, col, value) ``[C]``, row-major, at
+    least k per row (``counts`` [N])."""
+    n = x.shape[0]
     # magnitudes as integers (for non-negative floats, integer order is float order; torch
     # sorts integers by radix, ~10x faster than floats)
     ity = _INT[x.element_size()]
@@ -242,21 +265,22 @@ _SHORT_ROW = 1 << 15  # a lone row up to this length: torch.topk is faster than 
 
 def _topk_small(x: Tensor, k: int) -> Tensor:
     """Indices ``[N, k]`` (ascending) for small rows, large k/d or a lone short row:
-    ``torch.topk``, whose pick among entries tied at the k-th magnitude is unspecified; when a
-    row has such a tie that is not taken whole, the tie-breaking pass (_topk_dense) decides."""
+    ``torch.topk``, whose pick among entries tied at the k-th magnitude is unspecified; rows
+    with such a tie that is not taken whole go through the tie-breaking pass (_topk_dense)."""
     a = x.abs()
     top = torch.topk(a, k, dim=1, sorted=False)
-    kth = top.values.amin(1, keepdim=True)  # [N, 1] (NaN entries compare unequal: no tie)
-    if not bool(((top.values == kth).sum(1) == (a == kth).sum(1)).all()):
-        return _topk_dense(x, k)
-    return top.indices.sort(dim=1).values
+    idx = top.indices.sort(dim=1).values
+    kth = top.values.amin(1, keepdim=True)  # [N, 1] (a row with NaN: NaN, equal to nothing)
+    tied = ((top.values == kth).sum(1) != (a == kth).sum(1)).nonzero().squeeze(1)
+    if tied.numel():
+        idx[tied] = _topk_dense(a.index_select(0, tied), k, kth.index_select(0, tied))
+    return idx
 
 
-def _topk_dense(x: Tensor, k: int) -> Tensor:
-    """Exact selection over every coordinate: for small d or large k/d."""
-    n, d = x.shape
-    a = x.abs()
-    kth = a.kthvalue(d - k + 1, dim=1, keepdim=True).values  # k-th largest magnitude
+def _topk_dense(a: Tensor, k: int, kth: Tensor) -> Tensor:
+    """Exact selection over every coordinate of magnitudes ``a`` [N, d] given each row's k-th
+    largest ``kth`` [N, 1]: the larger ones, then ties at kth by lowest index."""
+    n, d = a.shape
     gt = a > kth
     eq = a == kth
     need = k - gt.sum(1, keepdim=True)
