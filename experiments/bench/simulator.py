@@ -6,6 +6,11 @@ Problem: EF21 + Top-K (ratio 0.01) on f_i(x) = 1/2 ||x - c_i||^2, n = 1000 worke
 d = 10^4, float32 -- a gradient oracle that costs one pass, so the rounds measure the
 communication method, not the model.
 
+The per-worker loop calls the same method and compressor code one worker at a time; a lone
+short row's Top-K is ``torch.topk`` plus the tie-breaking pass (what an FL simulator's client
+pays), the stack's is our threshold path. The run also times Top-K alone on the ``[n, d]``
+stack, ours against ``torch.topk`` (same sets), since it is most of a round.
+
 Memory floor: a round must at least read each worker's data c_i and its EF21 state g_i
 (2 n d float32 values); at copy bandwidth (measured here: a clone of an [n, d] tensor moves
 2 n d values) that takes one copy's time. Both a fresh-buffer copy (``clone``, what an
@@ -37,6 +42,39 @@ def _rounds_per_s(oracle, workers: str, rounds: int, warmup: int = 2) -> float:
     return rounds / (time.perf_counter() - t0)
 
 
+def _round_breakdown(oracle, rounds: int = 5) -> dict[str, float]:
+    """Median ms of each phase of a vectorized EF21 + Top-K round, run phase by phase with the
+    engine's own pieces: gradients, the NaN check, the workers' step (difference, Top-K,
+    decompression, state update), aggregation, the server step."""
+    from distopt.methods import make as make_method
+    from distopt.noise import Noise
+    from simulator.executors import check_finite
+
+    n = oracle.n
+    method = make_method("ef21", "topk:ratio=0.01", n=n)
+    workers = torch.arange(n)
+    x = oracle.x0()
+    sent, W = method.init_worker(oracle.grads(x, 0, workers), Noise(0, 0, workers, n), 0.5)
+    _, S = method.init_server(sent.value.mean(0), 0.5)
+    phases: dict[str, list[float]] = {}
+
+    def timed(name, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        phases.setdefault(name, []).append(time.perf_counter() - t0)
+        return out
+
+    for t in range(1, rounds + 2):
+        x = x - 0.5 * S.g
+        G = timed("gradients", lambda: oracle.grads(x, t, workers))
+        timed("NaN check", lambda: check_finite(G, workers, t, "gradient"))
+        sent, W = timed("worker step (difference, Top-K, decompress, g_i update)",
+                        lambda: method.worker_step(G, W, Noise(0, t, workers, n), 0.5))
+        agg = timed("aggregate (mean of the messages)", lambda: sent.value.sum(0) / n)
+        _, S = timed("server step", lambda: method.server_step(agg, S, 0.5))
+    return {k: 1e3 * sorted(v[1:])[len(v[1:]) // 2] for k, v in phases.items()}
+
+
 def main(d: int | None = None, repeat: int | None = None, out: str | None = None, n: int = 1000) -> int:
     from distopt._alloc import keep_freed_memory
 
@@ -47,6 +85,22 @@ def main(d: int | None = None, repeat: int | None = None, out: str | None = None
     print(f"EF21 + topk:ratio=0.01, n = {n} workers, d = {d:,}, float32, {torch.get_num_threads()} threads")
     vec = _rounds_per_s(oracle, "vectorized", rounds)
     loop = _rounds_per_s(oracle, "loop", max(3, rounds // 5), warmup=1)
+    parts = _round_breakdown(oracle)
+    print("where a vectorized round goes (median ms per phase): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
+    # Top-K alone on the stack of differences a round compresses: ours vs torch.topk
+    from distopt.compressors import make as make_compressor
+    from experiments.bench.timing import interleaved_times
+
+    stack = torch.randn(n, d, generator=torch.Generator().manual_seed(2))
+    topk = make_compressor("topk:ratio=0.01")
+    k = topk.k_for(d)
+    same = torch.equal(topk.compress(stack)[1].to(torch.int64),
+                       torch.topk(stack.abs(), k, dim=1).indices.sort(dim=1).values)
+    tt = interleaved_times({"ours": lambda: topk.compress(stack), "torch": lambda: torch.topk(stack.abs(), k, dim=1)}, 5)
+    t_ours, t_torch = min(tt["ours"]), min(tt["torch"])
+    print(f"Top-K alone on the [{n}, {d}] stack (k = {k} per row): ours {1e3 * t_ours:.1f} ms, torch.topk "
+          f"{1e3 * t_torch:.1f} ms ({t_torch / t_ours:.2f}x), same sets: {same}")
     state = torch.randn(n, d)
     t_clone = median_time(lambda: state.clone(), 5)
     buf = torch.empty_like(state)
@@ -74,6 +128,7 @@ def main(d: int | None = None, repeat: int | None = None, out: str | None = None
     if out:
         atomic_write_json(Path(out) / "bench_simulator.json", {
             "n": n, "d": d, "rows": rows, "speedup": speedup, "clone_ms": 1e3 * t_clone, "copy_ms": 1e3 * t_copy,
+            "round_phases_ms": parts, "topk_stack_ms": 1e3 * t_ours, "torch_topk_stack_ms": 1e3 * t_torch, "topk_same_sets": same,
             "round_over_floor_clone": t_round / t_clone, "round_over_floor_copy": t_round / t_copy,
             "big_run_s": t_big, "big_run_finished": ok})
     return 0
