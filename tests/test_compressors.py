@@ -221,8 +221,8 @@ def test_topk_group_threshold_path_is_exact(dtype):
     from distopt.compressors.sparse import _grouped
 
     g = torch.Generator().manual_seed(11)
-    n, d, k = 9, 10_000, 100
-    assert _grouped(d, k)
+    n, d, k = 30, 10_000, 100  # rows 9.. plain Gaussian
+    assert _grouped(n, d, k)
     x = torch.randn(n, d, generator=g)
     x[1, 300:420] = 50.0  # the top entries all in a few neighbouring groups
     x[2] = 1.0  # one big tie
@@ -238,8 +238,15 @@ def test_topk_group_threshold_path_is_exact(dtype):
         ref = _topk_reference(x, kk)
         assert torch.equal(idx.to(torch.int64), ref), kk
         assert torch.equal(vals, x.gather(1, ref)), kk
-        one = make(f"topk:k={kk}").compress(x[1])  # a lone row: the same path
+        one = make(f"topk:k={kk}").compress(x[1])  # a lone row (torch.topk path): the same set
         assert torch.equal(one[1].to(torch.int64), ref[1]), kk
+    short = x[:, :1000].repeat(10, 1)  # a stack of short rows (d < 2048) takes the group path too
+    assert _grouped(*short.shape, 10)
+    for kk in (10, 1, 50):
+        vals, idx = make(f"topk:k={kk}").compress(short)
+        ref = _topk_reference(short, kk)
+        assert torch.equal(idx.to(torch.int64), ref), kk
+        assert torch.equal(vals, short.gather(1, ref)), kk
 
 
 def test_topk_threshold_path_handles_structured_data():

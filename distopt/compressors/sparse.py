@@ -126,11 +126,11 @@ def topk_select(x: Tensor, k: int, sample: int = 16384) -> tuple[Tensor, Tensor]
     if k >= d:
         return x.clone(), torch.arange(d, device=x.device).expand(n, d)
     f = k / d
+    if _grouped(n, d, k, sample):
+        return _select(x, k, _group_threshold(x, k))
     if not _sampled(d, k, sample) or (n == 1 and d <= _SHORT_ROW):
         idx = _topk_small(x, k)
         return x.gather(1, idx), idx
-    if _grouped(d, k, sample):
-        return _select(x, k, _group_threshold(x, k))
     stride = d // _sample_size(d, sample)
     s = x[:, ::stride].abs()  # [N, m] strided sample (deterministic, no RNG)
     m = s.shape[1]
@@ -143,11 +143,12 @@ def topk_select(x: Tensor, k: int, sample: int = 16384) -> tuple[Tensor, Tensor]
     return _select(x, k, s.kthvalue(r, dim=1, keepdim=True).values)
 
 
-def _grouped(d: int, k: int, sample: int = 16384) -> bool:
-    """Whether the sampled path takes its threshold from group maxima (short rows, whose
-    sample of d/8 < ``sample`` magnitudes is loose) rather than from the sample: needs groups
-    of at least 8 coordinates, 2K of them."""
-    return d < 8 * sample and d // (2 * k) >= 8
+def _grouped(n: int, d: int, k: int, sample: int = 16384) -> bool:
+    """Whether :func:`topk_select` takes its threshold from group maxima: a stack (at least
+    2^18 entries; smaller ones go to torch.topk) of short rows (whose sample of d/8 < ``sample``
+    magnitudes would be loose), with groups of at least 8 coordinates, 2K of them. Measured on
+    a stack of 1000 x 2000 (k = 20): 5.7 ms vs torch.topk 7.6; 10,000 x 1000 (k = 10): 26 vs 54."""
+    return n > 1 and n * d >= 1 << 18 and d < 8 * sample and d // (2 * k) >= 8
 
 
 def _group_threshold(x: Tensor, k: int) -> Tensor:
