@@ -59,8 +59,6 @@ def generative_ring_base(request):
 _KNOWN_FAILING_CHECKS = {
     "test_quick_mechanism_check_holds[noise_diffusion_interp]":
         "NoiseDiffusion's classifier-confidence check fails on 8x8 digits (slerp already works there)",
-    "test_quick_mechanism_check_holds[dfm_inverse]":
-        "DFM's samples are under-dispersed at this scale: best-of-8 does not beat the regressor (dfm_inverse.py)",
     "test_quick_mechanism_check_holds[hiss_hier_ssm]":
         "HiSS beats flat S4D but not the LSTM on these short synthetic sequences (hiss_hier_ssm.py)",
     "test_quick_mechanism_check_holds[lnn_linkload]":
