@@ -31,6 +31,21 @@ in the full check also with 4x fewer training sequences (the gap to flat S4D gro
 Departures: one S4D block per level instead of the official 4 (and 2 flat blocks), no dropout,
 targets at chunk ends for every model (the official flat baseline reads its output at chunk
 starts, ``pred[:, ::freq_ratio]``).
+
+Why the check fails (investigated; 3 seeds each, means): on this generator, at equal parameter
+count and with every model reading the same samples, the hierarchy has no edge.
+* Not the learning rate: with lr tuned per model on {0.002, 0.005, 0.01, 0.02} in the quick
+  setting the best means are HiSS 0.0790, flat S4D 0.0814, LSTM 0.0749 (a least-squares
+  read-out of each chunk's last sensor sample, reported as a note, scores 0.112).
+* Not (only) short sequences: at 100 targets (1000 sensor samples) HiSS leads after 70 rounds
+  of batch 8 (0.214 vs S4D 0.230, LSTM 0.272) but is last after 300 of batch 16 (0.152 vs 0.133, 0.132):
+  there the 70-round ranking is early-training speed, not the trained models'. With 2 + 2 HiSS
+  blocks against 4 flat ones (closer to the official depth) flat S4D still wins (0.151 vs 0.171).
+  Both train well below their test MSE (seed 1: HiSS 0.123 vs 0.189, S4D 0.087 vs 0.148).
+* The official read-out is not neutral: its flat models predict target c from the samples up to
+  chunk c's first, HiSS from those up to its last, so HiSS sees k - 1 more samples per target.
+  Given that read-out here, flat S4D scores 0.132 and the LSTM 0.158 against HiSS's 0.079 (quick
+  setting): the read-out alone can produce a margin like the paper's >= 23%. We keep ours.
 """
 from __future__ import annotations
 
@@ -152,6 +167,17 @@ class HiSS:
         return {"loss": m, "mse": m}
 
     # -- mechanism check ----------------------------------------------------------------------
+    def readout_mse(self) -> float:
+        """Reference: test MSE of a least-squares map from each chunk's last sensor sample (and a
+        bias) to its target, fitted on the training sequences -- no memory, no nonlinearity."""
+        def design(split):
+            s, y = self.data(split)
+            x = s[:, self.ratio - 1::self.ratio].double()                       # [n, chunks, S]
+            x = torch.cat([x, torch.ones_like(x[..., :1])], -1)                 # [n, chunks, S + 1]
+            return x.reshape(-1, self.sensors + 1), y.reshape(-1, 1).double()
+        (a, y), (at, yt) = design("train"), design("test")
+        return float(mse(at @ torch.linalg.lstsq(a, y).solution, yt))
+
     def n_params(self) -> int:
         return sum(v.numel() for v in self.init_params(0).values())
 
@@ -175,6 +201,10 @@ class HiSS:
              **{f"n_train={n}": mean_sd(mses[(m, n)], 4) for n in sizes}} for m in MODELS]
         mean = {k: sum(v) / len(v) for k, v in mses.items()}
         n0 = sizes[0]
+        ref = {n: sum(dataclasses.replace(me, n_train=n, data_seed=s).readout_mse() for s in range(seeds)) / seeds
+               for n in sizes}
+        res.notes.append("reference, a linear read-out of each chunk's last sensor sample: "
+                         + ", ".join(f"n_train={n}: {v:.4f}" for n, v in ref.items()))
         for base in ("s4d", "lstm"):
             res.check(f"HiSS beats flat {base} (n_train={n0})", f"mean MSE HiSS < {base}",
                       f"{mean[('hiss', n0)]:.4f} vs {mean[(base, n0)]:.4f} "
