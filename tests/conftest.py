@@ -26,7 +26,7 @@ _GENERATIVE_INFERENCE = ("noise_diffusion_interp", "dire_detect", "bdia_inversio
 
 @pytest.fixture(scope="session", autouse=True)
 def generative_base_models(request):
-    """Train (first run; ~4 min on 2 busy cores) or load (later runs) the cached base models
+    """Train (first run; ~5 min on 2 busy cores) or load (later runs) the cached base models
     and DIRE maps once per session, before the tests that use them -- so no test's own time
     includes a base model's training. Does nothing when none of those tests is collected."""
     if not any(w in item.nodeid for item in request.session.items for w in _GENERATIVE_INFERENCE):
@@ -34,10 +34,12 @@ def generative_base_models(request):
     from experiments.workloads.generative.core.base import DIGITS, base_model
     from experiments.workloads.generative.core.presets import DIGITS_V
     from experiments.workloads.generative.dire_detect import datasets
+    from experiments.workloads.generative.noise_diffusion_interp import ND_BASE
     from experiments.workloads.generative.oms_one_more_step import OMSBase
 
     base_model(DIGITS_V)
     base_model(DIGITS)
+    base_model(ND_BASE)
     OMSBase().trained()
     datasets()
 
@@ -54,11 +56,8 @@ def generative_ring_base(request):
 
 
 # Mechanism checks that honestly fail at this scale (the workload's docstring says why). Strict:
-# the day one starts to hold, the run flags it. (For noise_diffusion_interp, which of its checks
-# hold and which fail is pinned in tests/test_generative_inference.py, so the others stay guarded.)
+# the day one starts to hold, the run flags it.
 _KNOWN_FAILING_CHECKS = {
-    "test_quick_mechanism_check_holds[noise_diffusion_interp]":
-        "NoiseDiffusion's classifier-confidence check fails on 8x8 digits (slerp already works there)",
     "test_quick_mechanism_check_holds[hiss_hier_ssm]":
         "HiSS beats flat S4D but not the LSTM; at equal size and read-out the hierarchy has no edge here, "
         "tuned lr or 1000-sample sequences included (hiss_hier_ssm.py)",
