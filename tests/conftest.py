@@ -61,8 +61,6 @@ _KNOWN_FAILING_CHECKS = {
     "test_quick_mechanism_check_holds[hiss_hier_ssm]":
         "HiSS beats flat S4D but not the LSTM; at equal size and read-out the hierarchy has no edge here, "
         "tuned lr or 1000-sample sequences included (hiss_hier_ssm.py)",
-    "test_quick_mechanism_check_holds[lnn_linkload]":
-        "the LTC tracks the level after the failure but never converges in shape: saturating sigmoids (lnn_linkload.py)",
 }
 
 
