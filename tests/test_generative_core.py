@@ -154,6 +154,20 @@ def test_cache_builds_once_and_rebuilds_corrupt_files(tmp_path, monkeypatch):
     assert len(calls) == 3  # a new config is a new file
 
 
+def test_cache_builds_with_gradients_under_no_grad(tmp_path, monkeypatch):
+    """A cold cache first asked for a model inside an ``evaluate`` (run under no_grad by the
+    simulator) still trains it: CI found the digits classifier failing that way."""
+    monkeypatch.setenv("DISTOPT_CACHE", str(tmp_path))
+
+    def build():
+        w = torch.zeros(3, requires_grad=True)
+        ((w - 1.0) ** 2).sum().backward()
+        return {"w": w - 0.5 * w.grad}
+
+    with torch.no_grad():
+        assert torch.equal(C.cached("trained", {}, build)["w"], torch.ones(3))
+
+
 def test_digits_shards_and_minibatches_are_deterministic():
     x, y = D.digits("train")
     assert x.shape == (1500, 64) and float(x.min()) >= -1 and float(x.max()) <= 1

@@ -50,12 +50,16 @@ def _load(path: Path, config: dict) -> dict[str, Tensor] | None:
 
 
 def cached(kind: str, config: dict, build: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
-    """``build()`` once per (kind, config); later calls (any process) load the file."""
+    """``build()`` once per (kind, config); later calls (any process) load the file. The build
+    (a training run) has gradients on even when the first caller does not (an ``evaluate``
+    under ``torch.no_grad``, as the simulator's is, on a cold cache)."""
     path = cache_path(kind, config)
     got = _load(path, config)
     if got is not None:
         return got
-    tensors = {k: v.detach().clone().contiguous() for k, v in build().items()}
+    with torch.enable_grad():
+        built = build()
+    tensors = {k: v.detach().clone().contiguous() for k, v in built.items()}
     buf = io.BytesIO()
     torch.save({"config": json.dumps(config, sort_keys=True, default=str), "tensors": tensors}, buf)
     atomic_write_bytes(path, buf.getvalue())
