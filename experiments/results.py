@@ -69,12 +69,25 @@ def best_of(runs: dict[float, dict], higher: bool) -> tuple[float, dict]:
     return (max if higher else min)(done.items(), key=lambda sr: (sr[1]["metric"], sr[0]))
 
 
+def _fingerprint(workload) -> dict:
+    """What a cached row depends on besides the run settings: the workload's configuration
+    and the source of the file that defines it (a changed default or model reruns its row)."""
+    import dataclasses
+    import hashlib
+    import inspect
+
+    config = dataclasses.asdict(workload) if dataclasses.is_dataclass(workload) else repr(workload)
+    source = Path(inspect.getsourcefile(type(workload))).read_bytes()
+    return {"config": config, "source": hashlib.sha256(source).hexdigest()[:16]}
+
+
 def family_results(family: str, n: int = 4, rounds: Optional[int] = None, seed: int = 0,
                    out: str | Path = "experiments/results", progress: bool = True,
                    lr_scales: tuple[float, ...] = LR_SCALES, max_rounds: Optional[int] = None) -> list[dict]:
     """``rounds``: every workload's rounds (default: its ``default_rounds``), capped at
     ``max_rounds``. Each finished workload's row is kept under ``out/.partial/FAMILY/`` (with
-    the settings it ran under), so an interrupted run resumes where it stopped."""
+    the settings it ran under and the workload's fingerprint), so an interrupted run resumes
+    where it stopped; a row is reused only if both still match."""
     import json
 
     from tqdm.auto import tqdm
@@ -89,11 +102,12 @@ def family_results(family: str, n: int = 4, rounds: Optional[int] = None, seed: 
         w = make(wid)
         r = rounds or w.default_rounds
         r = min(r, max_rounds) if max_rounds else r
-        settings = {"n": n, "rounds": r, "seed": seed, "lr_scales": list(lr_scales), "configs": CONFIGS}
+        settings = {"n": n, "rounds": r, "seed": seed, "lr_scales": list(lr_scales), "configs": CONFIGS,
+                    "workload": _fingerprint(w)}
         partial = out / ".partial" / family / f"{wid}.json"
         if partial.exists():
             saved = json.loads(partial.read_text())
-            if saved.get("settings") == json.loads(json.dumps(settings)):
+            if saved.get("settings") == json.loads(json.dumps(settings, default=str)):
                 rows.append(saved["row"])
                 continue
         base_lr = w.default_lr
@@ -112,7 +126,7 @@ def family_results(family: str, n: int = 4, rounds: Optional[int] = None, seed: 
             row[f"bits {key.split('+')[0]}"] = v["bits_up"]
         num = {k: (v["metric"] if v["status"] == "finished" else math.nan) for k, v in res.items()}
         row["verdict"] = verdict(w.higher_is_better, num["gd+identity"], num["ef21+topk:ratio=0.01"], num["dcgd+topk:ratio=0.01"])
-        atomic_write_json(partial, {"settings": settings, "row": row})
+        atomic_write_json(partial, json.loads(json.dumps({"settings": settings, "row": row}, default=str)))
         rows.append(row)
     write_table(family, rows, n=n, seed=seed, lr_scales=lr_scales, max_rounds=max_rounds, out=out,
                 rounds=rounds)

@@ -57,3 +57,7 @@ def test_family_results_resume_from_finished_workloads(tmp_path, monkeypatch):
     assert [r["workload"] for r in again] == [r["workload"] for r in rows]
     with pytest.raises(AssertionError, match="ran again"):  # other settings: not reused
         R.family_results("convex", rounds=4, out=tmp_path, progress=False, lr_scales=(1.0,))
+    fingerprint = R._fingerprint
+    monkeypatch.setattr(R, "_fingerprint", lambda w: {**fingerprint(w), "source": "edited"})
+    with pytest.raises(AssertionError, match="ran again"):  # the workload's code changed: not reused
+        R.family_results("convex", rounds=3, out=tmp_path, progress=False, lr_scales=(1.0,))
