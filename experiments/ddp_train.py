@@ -154,6 +154,8 @@ def main(argv=None) -> int:
     dist.init_process_group(backend)
     try:
         row = train(args, dist.get_rank(), dist.get_world_size())
+        dist.barrier()  # tear the group down together (gloo: a rank whose peer has already
+        # exited can wait forever in the process group's destructor; tests/ddp_procs.finish)
         if dist.get_rank() == 0:
             print(f"finished {args.rounds} steps: loss {row['loss']:.4g}, uplink bits per worker {row['bits_up']:,}")
     finally:
