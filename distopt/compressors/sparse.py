@@ -58,6 +58,11 @@ def _check_k_ratio(name: str, k: Optional[int], ratio: Optional[float]) -> None:
 _INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}  # the integer view of a float dtype
 
 
+def _magnitude_mask(x: Tensor) -> int:
+    """All bits but the sign of ``x``'s float format: ``bits(x) & mask`` = ``bits(|x|)``."""
+    return (1 << (8 * x.element_size() - 1)) - 1
+
+
 def _nonzero_bytes(flags: Tensor) -> Tensor:
     """Ascending positions of the nonzero bytes of an int8 ``flags`` (contiguous, numel a
     multiple of 8). Sparse flags: finds the nonzero 8-byte words first, then the bytes in
@@ -75,12 +80,11 @@ def _candidates(x: Tensor, thr: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
     (bits(|x|) - bits(thr)) >> (width-1) is 0 at a hit, -1 elsewhere; +1 makes byte flags."""
     n, d = x.shape
     ity = _INT[x.element_size()]
-    sign = 1 << (8 * x.element_size() - 1)
     thr_bits = thr.to(x.dtype).view(ity)  # [N, 1]
     rows, cols, vals = [], [], []
     for c in chunks(n, d, x.device, scale=2):  # two live buffers of 4 and 1 bytes per element
         xs = x[c.rows, c.cols]
-        t = torch.bitwise_and(xs.view(ity), sign - 1, out=c.buf("t", ity))  # bits of |x|
+        t = torch.bitwise_and(xs.view(ity), _magnitude_mask(x), out=c.buf("t", ity))  # bits of |x|
         t -= thr_bits[c.rows]
         t >>= 8 * x.element_size() - 1
         flags = c.buf("flags", torch.int8, per=8)
@@ -129,8 +133,7 @@ def topk_select(x: Tensor, k: int, sample: int = 16384) -> tuple[Tensor, Tensor]
     if _grouped(n, d, k, sample):
         return _select(x, k, _group_threshold(x, k))
     if not _sampled(d, k, sample) or (n == 1 and d <= _SHORT_ROW):
-        idx = _topk_small(x, k)
-        return x.gather(1, idx), idx
+        return _topk_small(x, k)
     stride = d // _sample_size(d, sample)
     s = x[:, ::stride].abs()  # [N, m] strided sample (deterministic, no RNG)
     m = s.shape[1]
@@ -138,8 +141,7 @@ def topk_select(x: Tensor, k: int, sample: int = 16384) -> tuple[Tensor, Tensor]
     frac = min(1.0, 1.25 * f + 4.0 * math.sqrt(f / m))
     r = m - int(math.ceil(frac * m)) + 1  # thr = r-th smallest sampled magnitude
     if r <= 1:
-        idx = _topk_small(x, k)
-        return x.gather(1, idx), idx
+        return _topk_small(x, k)
     return _select(x, k, s.kthvalue(r, dim=1, keepdim=True).values)
 
 
@@ -162,7 +164,7 @@ def _group_threshold(x: Tensor, k: int) -> Tensor:
     gs = d // (2 * k)
     G = d // gs
     ity = _INT[x.element_size()]
-    mask = (1 << (8 * x.element_size() - 1)) - 1
+    mask = _magnitude_mask(x)
     maxima = torch.empty(n, G, dtype=ity, device=x.device)  # [N, G] group maxima (bits)
     step = max(1, (2 * _chunked.CHUNK) // d)
     buf = torch.empty(min(n, step), G * gs, dtype=ity, device=x.device)
@@ -196,8 +198,7 @@ def _select(x: Tensor, k: int, thr: Tensor) -> tuple[Tensor, Tensor]:
             if rest:  # thresholds that filter well: no row of these goes row-wise again
                 vals[rows], idx[rows] = _select(xr, k, thr.index_select(0, rows))
             else:
-                idx[rows] = i = _topk_small(xr, k)
-                vals[rows] = xr.gather(1, i)
+                vals[rows], idx[rows] = _topk_small(xr, k)
     return vals, idx
 
 
@@ -209,7 +210,7 @@ def _select_candidates(x: Tensor, k: int, row: Tensor | None, col: Tensor, v: Te
     # magnitudes as integers (for non-negative floats, integer order is float order; torch
     # sorts integers by radix, ~10x faster than floats)
     ity = _INT[x.element_size()]
-    val = torch.bitwise_and(v.view(ity), (1 << (8 * x.element_size() - 1)) - 1)
+    val = torch.bitwise_and(v.view(ity), _magnitude_mask(x))
     if row is None:
         kth = torch.sort(val).values[val.numel() - k]  # k-th largest: a scalar
     else:
@@ -264,8 +265,8 @@ def topk_indices(x: Tensor, k: int, sample: int = 16384) -> Tensor:
 _SHORT_ROW = 1 << 15  # a lone row up to this length: torch.topk is faster than the threshold path
 
 
-def _topk_small(x: Tensor, k: int) -> Tensor:
-    """Indices ``[N, k]`` (ascending) for small rows, large k/d or a lone short row:
+def _topk_small(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """(values, indices) ``[N, k]`` (indices ascending) for small rows, large k/d or a lone short row:
     ``torch.topk``, whose pick among entries tied at the k-th magnitude is unspecified; rows
     with such a tie that is not taken whole go through the tie-breaking pass (_topk_dense)."""
     a = x.abs()
@@ -275,7 +276,7 @@ def _topk_small(x: Tensor, k: int) -> Tensor:
     tied = ((top.values == kth).sum(1) != (a == kth).sum(1)).nonzero().squeeze(1)
     if tied.numel():
         idx[tied] = _topk_dense(a.index_select(0, tied), k, kth.index_select(0, tied))
-    return idx
+    return x.gather(1, idx), idx
 
 
 def _topk_dense(a: Tensor, k: int, kth: Tensor) -> Tensor:
