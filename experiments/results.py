@@ -104,10 +104,11 @@ def family_results(family: str, n: int = 4, rounds: Optional[int] = None, seed: 
         r = min(r, max_rounds) if max_rounds else r
         settings = {"n": n, "rounds": r, "seed": seed, "lr_scales": list(lr_scales), "configs": CONFIGS,
                     "workload": _fingerprint(w)}
+        settings = json.loads(json.dumps(settings, default=str))  # as it reads back from the file
         partial = out / ".partial" / family / f"{wid}.json"
         if partial.exists():
             saved = json.loads(partial.read_text())
-            if saved.get("settings") == json.loads(json.dumps(settings, default=str)):
+            if saved.get("settings") == settings:
                 rows.append(saved["row"])
                 continue
         base_lr = w.default_lr
@@ -126,7 +127,7 @@ def family_results(family: str, n: int = 4, rounds: Optional[int] = None, seed: 
             row[f"bits {key.split('+')[0]}"] = v["bits_up"]
         num = {k: (v["metric"] if v["status"] == "finished" else math.nan) for k, v in res.items()}
         row["verdict"] = verdict(w.higher_is_better, num["gd+identity"], num["ef21+topk:ratio=0.01"], num["dcgd+topk:ratio=0.01"])
-        atomic_write_json(partial, json.loads(json.dumps({"settings": settings, "row": row}, default=str)))
+        atomic_write_json(partial, {"settings": settings, "row": row})
         rows.append(row)
     write_table(family, rows, n=n, seed=seed, lr_scales=lr_scales, max_rounds=max_rounds, out=out,
                 rounds=rounds)
