@@ -45,7 +45,7 @@ from distopt import optim, stepsizes
 from distopt._alloc import keep_freed_memory
 from distopt._spec import parse
 from distopt.compressors import make as make_compressor
-from distopt.methods import Method, make as make_method, send
+from distopt.methods import Method, Sent, make as make_method, send
 from distopt.noise import STREAM_PARTICIPATION, Noise, uniform
 
 from .clock import StragglerClock, make_clock
@@ -205,6 +205,9 @@ class Simulation(Driver):
             return torch.zeros_like(like)
         value = arr.values
         a = self.method.weights(arr.workers)
+        if a is None and isinstance(value, Sent):
+            return value.total() / self.n  # Top-K: n k entries, not n d
+        value = value.value if isinstance(value, Sent) else value
         if a is not None:
             value = value * a.to(value.dtype).unsqueeze(1)
         return value.sum(0) / self.n

@@ -29,7 +29,8 @@ from torch import Tensor
 from distopt._tree import rows as tree_rows
 from distopt._tree import scatter_rows
 from distopt.coding import Task, encode_many
-from distopt.methods import Method
+from distopt.compressors.base import NonFiniteInput
+from distopt.methods import Method, Sent
 from distopt.noise import Noise
 
 from .clock import Decision, StragglerClock
@@ -82,7 +83,7 @@ class Arrivals(NamedTuple):
     """The messages of one method round that the server applies."""
 
     workers: Tensor  # [k] int64, ascending
-    values: Tensor  # [k, d] decoded message values
+    values: Tensor | Sent  # [k, d] decoded message values, or the stacked message (decoded on demand)
     bits: int  # uplink bits of these k messages (payloads + side bits)
     decision: Decision  # stragglers, round seconds, wait-out
     events: tuple[str, ...] = ()  # faults and recoveries (Ray)
@@ -155,10 +156,10 @@ class LocalExecutor:
         if len(workers) == 0:
             return Arrivals(workers, x.new_zeros(0, x.numel()), 0, dec)
         G = self.oracle.grads(x, t, workers)  # [k, d]
-        check_finite(G, workers, t, "gradient")
         if self.mode == "vectorized":
             values, bits = self._vectorized(t, G, workers, first)
         else:
+            check_finite(G, workers, t, "gradient")
             values, bits = self._loop(t, G, workers, first)
         return Arrivals(workers, values, bits, dec)
 
@@ -167,12 +168,19 @@ class LocalExecutor:
         if first:
             if len(workers) != self.n:
                 raise ValueError("round 0 initialises every worker: the master must wait for all of them")
+            check_finite(G, workers, t, "gradient")
             sent, self.W = self.method.init_worker(G, noise, self.lr)
-        else:
-            every = len(workers) == self.n
+            return sent, sent.bits
+        every = len(workers) == self.n
+        try:
             sent, sub = self.method.worker_step(G, self.W if every else tree_rows(self.W, workers), noise, self.lr)
-            self.W = sub if every else scatter_rows(self.W, workers, sub)
-        return sent.value, sent.bits
+        except NonFiniteInput:
+            check_finite(G, workers, t, "gradient")  # a NaN gradient: name its worker and round
+            raise
+        if not sent.finite_checked:  # (a fused kernel has already seen every entry: no second pass)
+            check_finite(G, workers, t, "gradient")
+        self.W = sub if every else scatter_rows(self.W, workers, sub)  # committed only when finite
+        return sent, sent.bits  # the server sums the messages from their payloads where it can
 
     def _loop(self, t: int, G: Tensor, workers: Tensor, first: bool):
         if self.W is None:

@@ -13,7 +13,7 @@ Stateful compressors (PowerSGD's warm start) carry explicit state: ``init_state`
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import torch
 from torch import Tensor
@@ -38,12 +38,16 @@ def as_rows(x: Tensor) -> tuple[Tensor, torch.Size]:
     return x.reshape(-1, x.shape[-1]), lead
 
 
+class NonFiniteInput(ValueError):
+    """A compressor got a NaN or an inf (the simulator then names the worker whose gradient it was)."""
+
+
 def check_finite(name: str, x: Tensor) -> None:
     if x.numel() == 0:
         return
     lo, hi = torch.aminmax(x.detach().reshape(-1).float() if x.dtype in (torch.float16, torch.bfloat16) else x.detach().reshape(-1))
     if not (torch.isfinite(lo) and torch.isfinite(hi)):
-        raise ValueError(
+        raise NonFiniteInput(
             f"compressor {name!r} got a non-finite input (NaN or Inf): the gradient has diverged or "
             "overflowed; lower the learning rate, clip gradients, or use a wider dtype"
         )
@@ -100,6 +104,12 @@ class Compressor:
         compressors add only the coordinates they sent (no dense temporary): what a receiver
         summing many workers' messages wants."""
         return out.add_(self.decompress(p, numel, rng, out.dtype), alpha=scale)
+
+    def compress_shift(self, target: Tensor, shift: Tensor) -> Optional[tuple[Payload, Tensor]]:
+        """(payload of ``compress(target - shift)``, ``shift + decompress(payload)``) from one
+        fused kernel, or None where there is none (the caller composes the two steps). Only
+        deterministic, stateless compressors can offer it."""
+        return None
 
     def bits(self, p: Payload) -> int:
         return payload_bits(p)

@@ -20,7 +20,7 @@ which makes them contractive with alpha = 1/(1+omega): ``contractive_compressor`
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, NamedTuple, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import Tensor
@@ -29,17 +29,53 @@ from ..compressors import Compressor, Identity, Payload
 from ..noise import Noise
 
 
-class Sent(NamedTuple):
-    """One worker's (or a stack of workers') uplink message."""
+class Sent:
+    """One worker's (or a stack of workers') uplink message.
 
-    payload: Payload  # exactly what crosses the wire
-    value: Tensor  # its decompressed value [..., d]: what the server aggregates
-    codec: Compressor  # decodes ``payload`` (the method's compressor, or identity in init rounds)
-    extra_bits: int = 0  # side information not in the payload (e.g. EF21+'s choice bit)
+    ``payload`` is exactly what crosses the wire; ``value`` its decompressed value ``[..., d]``,
+    what the server aggregates; ``codec`` decodes ``payload`` (the method's compressor, or
+    identity in init rounds); ``extra_bits`` counts side information not in the payload (e.g.
+    EF21+'s choice bit). A message made by a fused step (:func:`send_shift`) decodes ``value``
+    only when asked: the simulator's server sums a stack's messages straight from the payload
+    (:meth:`total`), which for Top-K touches n k entries instead of n d. ``finite_checked``:
+    the fused kernel saw every entry of the compressed input and found it finite (it raises
+    otherwise), so the simulator need not scan the gradients for NaN again."""
+
+    __slots__ = ("payload", "codec", "extra_bits", "finite_checked", "_value", "_decode")
+
+    def __init__(self, payload: Payload, value: Optional[Tensor], codec: Compressor, extra_bits: int = 0,
+                 decode: Optional[tuple] = None, finite_checked: bool = False):
+        if value is None and decode is None:
+            raise ValueError("Sent needs its value or how to decode it (numel, rng, dtype)")
+        self.payload, self.codec, self.extra_bits = payload, codec, extra_bits
+        self.finite_checked = finite_checked  # the sender verified that its input was finite
+        self._value, self._decode = value, decode
+
+    @property
+    def value(self) -> Tensor:
+        if self._value is None:
+            numel, rng, dtype = self._decode
+            self._value = self.codec.decompress(self.payload, numel, rng, dtype)
+        return self._value
 
     @property
     def bits(self) -> int:
         return self.codec.bits(self.payload) + self.extra_bits
+
+    def total(self) -> Tensor:
+        """sum_i value_i over a stack's rows ``[d]``: from the payload (``decompress_add``) while
+        the dense value has not been built, else from it."""
+        if self._value is not None:
+            return self._value.sum(0)
+        numel, rng, dtype = self._decode
+        out = torch.zeros(numel, dtype=dtype, device=self.payload[0].device)
+        return self.codec.decompress_add(out, self.payload, numel, rng)
+
+    def __reduce__(self):  # pickles (Ray) carry the decoded value, not the decoder's noise
+        return (Sent, (self.payload, self.value, self.codec, self.extra_bits))
+
+    def __repr__(self) -> str:
+        return f"Sent(codec={self.codec.spec}, bits={self.bits})"
 
 
 IDENTITY = Identity()
@@ -51,6 +87,22 @@ def send(codec: Compressor, v: Tensor, rng: Noise | None, state: tuple = ()) -> 
     payload, state = codec.apply(v, state, rng)
     value = codec.decompress(payload, v.shape[-1], rng, v.dtype)
     return Sent(payload, value, codec), state
+
+
+def send_shift(codec: Compressor, target: Tensor, shift: Tensor, rng: Noise | None, state: tuple = ()
+               ) -> tuple[Sent, Tensor, tuple]:
+    """Error feedback's shift step: ``sent = C(target - shift)`` and ``shift + sent.value``
+    (EF21's c_i and g_i + c_i). A stateless codec with a fused kernel (``compress_shift``,
+    Top-K on a CPU stack) does both in one pass over the rows, bit-identical to the two-step
+    form below; its message decodes lazily, and it raises ``NonFiniteInput`` on a NaN or inf
+    in ``target - shift``."""
+    fused = codec.compress_shift(target, shift) if not state else None
+    if fused is not None:
+        payload, new_shift = fused
+        sent = Sent(payload, None, codec, decode=(target.shape[-1], rng, target.dtype), finite_checked=True)
+        return sent, new_shift, state
+    sent, state = send(codec, target - shift, rng, state)
+    return sent, shift + sent.value, state
 
 
 def send_plain(v: Tensor) -> Sent:

@@ -17,7 +17,7 @@ from typing import ClassVar, NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from .base import Method, Sent, send, send_plain
+from .base import Method, Sent, send, send_plain, send_shift
 
 
 class EF21Worker(NamedTuple):
@@ -42,8 +42,8 @@ class EF21(Method):
         return agg0, EF21Server(agg0)
 
     def worker_step(self, grad, state: EF21Worker, rng, lr):
-        sent, comp = send(self.compressor, grad - state.g, rng, state.comp)
-        return sent, EF21Worker(state.g + sent.value, comp)
+        sent, g, comp = send_shift(self.compressor, grad, state.g, rng, state.comp)
+        return sent, EF21Worker(g, comp)
 
     def server_step(self, agg, state: EF21Server, lr):
         g = state.g + agg
@@ -115,8 +115,8 @@ class EF21W(EF21):
         return send_plain(g0), EF21Worker(g0, self.compressor.init_state(grad0, rng))
 
     def worker_step(self, grad, state: EF21Worker, rng, lr):
-        sent, comp = send(self.compressor, grad / self._scale(rng, grad) - state.g, rng, state.comp)
-        return sent, EF21Worker(state.g + sent.value, comp)
+        sent, g, comp = send_shift(self.compressor, grad / self._scale(rng, grad), state.g, rng, state.comp)
+        return sent, EF21Worker(g, comp)
 
 
 class SGDMWorker(NamedTuple):
@@ -143,5 +143,5 @@ class EF21SGDM(EF21):
 
     def worker_step(self, grad, state: SGDMWorker, rng, lr):
         v = (1.0 - self.momentum) * state.v + self.momentum * grad
-        sent, comp = send(self.compressor, v - state.g, rng, state.comp)
-        return sent, SGDMWorker(v, state.g + sent.value, comp)
+        sent, g, comp = send_shift(self.compressor, v, state.g, rng, state.comp)
+        return sent, SGDMWorker(v, g, comp)

@@ -8,8 +8,12 @@ communication method, not the model.
 
 The per-worker loop calls the same method and compressor code one worker at a time; a lone
 short row's Top-K is ``torch.topk`` plus the tie-breaking pass (what an FL simulator's client
-pays), the stack's is our threshold path. The run also times Top-K alone on the ``[n, d]``
-stack, ours against ``torch.topk`` (same sets), since it is most of a round.
+pays) and EF21's difference and update are separate torch ops. The vectorized engine runs the
+stack through the native kernel (distopt/_native: difference, Top-K and g_i + c_i in one pass
+per row, and the NaN scan for free) when a C compiler built it, else the PyTorch threshold
+path; the first line says which. The run also times Top-K alone on the ``[n, d]`` stack, ours
+against ``torch.topk`` (same sets). Rounds/s are steady-state: a long run's time minus a
+one-round run's, per extra round (setup and round 0 are not rounds).
 
 Memory floor: a round must at least read each worker's data c_i and its EF21 state g_i
 (2 n d float32 values); at copy bandwidth (measured here: a clone of an [n, d] tensor moves
@@ -34,18 +38,26 @@ def _oracle(n: int, d: int, seed: int = 0) -> QuadraticOracle:
     return QuadraticOracle(torch.randn(n, d, generator=g, dtype=torch.float32))
 
 
-def _rounds_per_s(oracle, workers: str, rounds: int, warmup: int = 2) -> float:
+def _rounds_per_s(oracle, workers: str, rounds: int, short: int = 1) -> float:
+    """Steady-state rounds per second: the time of a ``rounds``-round run minus that of a
+    ``short``-round one, per extra round -- so what both runs share (building the simulation,
+    round 0's uncompressed initialisation, the final evaluation) is not charged to rounds."""
     cfg = dict(method="ef21", compressor="topk:ratio=0.01", lr=0.5, progress=False, eval_every=10**9)
-    Simulation(oracle, RunConfig(rounds=warmup, workers=workers, **cfg)).run()
-    t0 = time.perf_counter()
-    Simulation(oracle, RunConfig(rounds=rounds, workers=workers, **cfg)).run()
-    return rounds / (time.perf_counter() - t0)
+
+    def run(r: int) -> float:
+        t0 = time.perf_counter()
+        Simulation(oracle, RunConfig(rounds=r, workers=workers, **cfg)).run()
+        return time.perf_counter() - t0
+
+    run(short + 1)  # warm-up
+    return (rounds - short) / (run(rounds) - run(short))
 
 
 def _round_breakdown(oracle, rounds: int = 5) -> dict[str, float]:
     """Median ms of each phase of a vectorized EF21 + Top-K round, run phase by phase with the
-    engine's own pieces: gradients, the NaN check, the workers' step (difference, Top-K,
-    decompression, state update), aggregation, the server step."""
+    engine's own pieces: gradients, the workers' step (difference, Top-K, state update; one
+    native pass when the kernel is built), the NaN check (skipped, as in the engine, when the
+    kernel has checked), aggregation from the payloads, the server step."""
     from distopt.methods import make as make_method
     from distopt.noise import Noise
     from simulator.executors import check_finite
@@ -67,10 +79,11 @@ def _round_breakdown(oracle, rounds: int = 5) -> dict[str, float]:
     for t in range(1, rounds + 2):
         x = x - 0.5 * S.g
         G = timed("gradients", lambda: oracle.grads(x, t, workers))
-        timed("NaN check", lambda: check_finite(G, workers, t, "gradient"))
-        sent, W = timed("worker step (difference, Top-K, decompress, g_i update)",
+        sent, W = timed("worker step (difference, Top-K, g_i update)",
                         lambda: method.worker_step(G, W, Noise(0, t, workers, n), 0.5))
-        agg = timed("aggregate (mean of the messages)", lambda: sent.value.sum(0) / n)
+        if not sent.finite_checked:  # as the engine: the fused kernel has seen every entry
+            timed("NaN check", lambda: check_finite(G, workers, t, "gradient"))
+        agg = timed("aggregate (mean of the messages)", lambda: sent.total() / n)
         _, S = timed("server step", lambda: method.server_step(agg, S, 0.5))
     return {k: 1e3 * sorted(v[1:])[len(v[1:]) // 2] for k, v in phases.items()}
 
@@ -82,9 +95,12 @@ def main(d: int | None = None, repeat: int | None = None, out: str | None = None
     d = d or 10_000
     rounds = repeat or 20
     oracle = _oracle(n, d)
-    print(f"EF21 + topk:ratio=0.01, n = {n} workers, d = {d:,}, float32, {torch.get_num_threads()} threads")
-    vec = _rounds_per_s(oracle, "vectorized", rounds)
-    loop = _rounds_per_s(oracle, "loop", max(3, rounds // 5), warmup=1)
+    from distopt import _native
+
+    print(f"EF21 + topk:ratio=0.01, n = {n} workers, d = {d:,}, float32, {torch.get_num_threads()} threads, "
+          f"native Top-K kernel: {'on' if _native.available() else 'off (PyTorch path)'}")
+    vec = _rounds_per_s(oracle, "vectorized", rounds + 1)
+    loop = _rounds_per_s(oracle, "loop", max(3, rounds // 5) + 1)
     parts = _round_breakdown(oracle)
     print("where a vectorized round goes (median ms per phase): "
           + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))

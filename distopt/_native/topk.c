@@ -1,0 +1,196 @@
+/* Exact row-wise Top-K for stacks of workers' vectors, optionally fused with error feedback's
+ * shift: for rows r = a - b (b may be absent: r = a),
+ *
+ *     idx[i, :]  = the k largest |r_ij| of row i, ascending; ties at the k-th magnitude go to
+ *                  the lowest indices (distopt/compressors/sparse.py's definition)
+ *     vals[i, :] = r_i[idx[i, :]]
+ *     out[i, :]  = b_i + scatter(idx_i, vals_i)      (EF21's g_i + c_i; optional)
+ *     bad[i]     = 1 if row i of r holds a NaN or an inf
+ *
+ * Magnitudes are ranked by the bit patterns of |r| (for non-negative IEEE floats, integer order
+ * is float order; NaN ranks above inf), as the torch path ranks them.
+ *
+ * Per row, in cache: u_j = bits(|r_j|) into a scratch row; the maxima of G >= 4k groups of
+ * gs = floor(d / 4k) consecutive u (the last group takes the remainder); thr = the k-th largest
+ * maximum, which never exceeds the k-th largest u (k groups hold an entry at least thr); the
+ * candidates u_j >= thr, read only from the groups whose maximum reaches thr (~k groups); the
+ * exact k-th largest candidate by quickselect; one walk over the candidates (ascending j)
+ * emits the selection. About one pass over a and b per row, plus O(k) work.
+ *
+ * Rows [r0, r1) per call, on ``threads`` OpenMP threads (see PARALLEL). Row-major, contiguous
+ * [n, d] arrays. Returns 0, or -1 if scratch could not be allocated. Written for distopt;
+ * built by distopt/_native/__init__.py.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* three-way quickselect: the k-th largest (1-based) of v[0..m), reordering v */
+#define DEFINE_KTH(NAME, U)                                                          \
+    static U NAME(U *v, int64_t m, int64_t k) {                                      \
+        int64_t lo = 0, hi = m; /* the answer is the k-th largest of v[lo..hi) */    \
+        for (;;) {                                                                   \
+            if (hi - lo == 1) return v[lo];                                          \
+            U x = v[lo], y = v[lo + (hi - lo) / 2], z = v[hi - 1], p;                \
+            p = x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y)); \
+            /* [lo, gt) > p, [gt, i) == p, [lt, hi) < p after the sweep */           \
+            int64_t gt = lo, i = lo, lt = hi;                                        \
+            while (i < lt) {                                                         \
+                U e = v[i];                                                          \
+                if (e > p) { v[i] = v[gt]; v[gt] = e; gt++; i++; }                   \
+                else if (e < p) { lt--; v[i] = v[lt]; v[lt] = e; }                   \
+                else i++;                                                            \
+            }                                                                        \
+            int64_t n_gt = gt - lo, n_eq = lt - gt;                                  \
+            if (k <= n_gt) hi = gt;                                                  \
+            else if (k <= n_gt + n_eq) return p;                                     \
+            else { k -= n_gt + n_eq; lo = lt; }                                      \
+        }                                                                            \
+    }
+
+DEFINE_KTH(kth_u32, uint32_t)
+DEFINE_KTH(kth_u64, uint64_t)
+
+/* A threshold thr with at least k of v[0..m) >= thr (1 <= k <= m), near the k-th largest: a
+ * 64-bin histogram of v between its min and max; thr = the lower edge of the bin where the
+ * count from the top reaches k. Costs one pass over v, where an exact selection costs several. */
+#define DEFINE_LOWER_BOUND(NAME, U)                                                  \
+    static U NAME(const U *v, int64_t m, int64_t k, U hi) {                         \
+        U lo = hi;                                                                   \
+        for (int64_t g = 0; g < m; g++) lo = v[g] < lo ? v[g] : lo;                  \
+        if (lo == hi) return hi;                                                     \
+        int s = 0;                                                                   \
+        while (((hi - lo) >> s) >= 64) s++;                                          \
+        int64_t count[64] = {0};                                                     \
+        for (int64_t g = 0; g < m; g++) count[(v[g] - lo) >> s]++;                  \
+        int64_t cum = 0, b = 63;                                                     \
+        for (; b > 0; b--) { cum += count[b]; if (cum >= k) break; }                 \
+        return lo + ((U)b << s);                                                     \
+    }
+
+DEFINE_LOWER_BOUND(lower_bound_u32, uint32_t)
+DEFINE_LOWER_BOUND(lower_bound_u64, uint64_t)
+
+/* Append the entries u[j] >= thr of j0 <= j < j1 (values to cv, positions to cp) after the c
+ * already there; the new count. Branch-free; 16 at a time with AVX-512's compress-store. */
+#define DEFINE_COMPACT(NAME, U, VEC)                                                 \
+    static int64_t NAME(const U *u, int64_t j0, int64_t j1, U thr, U *cv, int64_t *cp, int64_t c) { \
+        int64_t j = j0;                                                              \
+        VEC                                                                          \
+        for (; j < j1; j++) { cv[c] = u[j]; cp[c] = j; c += u[j] >= thr; }          \
+        return c;                                                                    \
+    }
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define VEC_U32                                                                      \
+    const __m512i t = _mm512_set1_epi32((int)thr), step = _mm512_set1_epi64(8);      \
+    for (; j + 16 <= j1; j += 16) {                                                  \
+        __m512i v = _mm512_loadu_si512((const void *)(u + j));                       \
+        __mmask16 m = _mm512_cmpge_epu32_mask(v, t);                                 \
+        if (!m) continue;                                                            \
+        __m512i lo = _mm512_add_epi64(_mm512_set1_epi64(j), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0)); \
+        /* compress in registers, store whole vectors (a compress-store to memory is slow on \
+         * some CPUs); the scratch rows have 16 entries of slack for the overhang */ \
+        _mm512_storeu_si512((void *)(cv + c), _mm512_maskz_compress_epi32(m, v));    \
+        _mm512_storeu_si512((void *)(cp + c), _mm512_maskz_compress_epi64((__mmask8)m, lo)); \
+        _mm512_storeu_si512((void *)(cp + c + __builtin_popcount(m & 0xff)),         \
+                            _mm512_maskz_compress_epi64((__mmask8)(m >> 8), _mm512_add_epi64(lo, step))); \
+        c += __builtin_popcount(m);                                                  \
+    }
+#else
+#define VEC_U32
+#endif
+DEFINE_COMPACT(compact_u32, uint32_t, VEC_U32)
+DEFINE_COMPACT(compact_u64, uint64_t, )
+
+#define DEFINE_TOPK(NAME, T, U, KTH, BOUND, COMPACT, MAG, INF)                                           \
+    static int NAME##_block(const T *a, const T *b, T *out, int64_t d, int64_t k, T *vals,      \
+                            int64_t *idx, uint8_t *bad, int64_t r0, int64_t r1) {               \
+        int64_t gs = d / (4 * k) > 0 ? d / (4 * k) : 1;                                         \
+        if (gs >= 16) gs &= ~(int64_t)15; /* whole vectors per group */                        \
+        int64_t G = (d + gs - 1) / gs;                                                          \
+        U *u = malloc(sizeof(U) * d);          /* magnitudes of the row */                      \
+        U *gmax = malloc(sizeof(U) * G);       /* group maxima */                               \
+        U *cv = malloc(sizeof(U) * (d * 2 + 16)); /* candidates' magnitudes, a copy; slack */         \
+        int64_t *cp = malloc(sizeof(int64_t) * (d + 16)); /* candidates' positions */                  \
+        if (!u || !gmax || !cv || !cp) { free(u); free(gmax); free(cv); free(cp); return -1; } \
+        for (int64_t i = r0; i < r1; i++) {                                                     \
+            const T *ai = a + i * d, *bi = b ? b + i * d : NULL;                                \
+            T *oi = out ? out + i * d : NULL;                                                   \
+            U top = 0;                                                                          \
+            for (int64_t g = 0; g < G; g++) { /* u = bits(|r|) and the group maxima */          \
+                int64_t j0 = g * gs, j1 = j0 + gs < d ? j0 + gs : d;                            \
+                U m = 0;                                                                        \
+                if (bi) {                                                                       \
+                    for (int64_t j = j0; j < j1; j++) {                                         \
+                        T r = ai[j] - bi[j];                                                    \
+                        U bits; memcpy(&bits, &r, sizeof bits);                                 \
+                        bits &= MAG; u[j] = bits; m = bits > m ? bits : m;                      \
+                    }                                                                           \
+                } else {                                                                        \
+                    for (int64_t j = j0; j < j1; j++) {                                         \
+                        U bits; memcpy(&bits, ai + j, sizeof bits);                             \
+                        bits &= MAG; u[j] = bits; m = bits > m ? bits : m;                      \
+                    }                                                                           \
+                }                                                                               \
+                gmax[g] = m;                                                                    \
+                top = m > top ? m : top;                                                        \
+            }                                                                                   \
+            if (oi) memcpy(oi, bi, sizeof(T) * d);                                              \
+            bad[i] = top >= INF;                                                                \
+            U thr = BOUND(gmax, G, k, top); /* >= k groups, so >= k entries, reach thr */       \
+            int64_t c = 0;                                                                      \
+            for (int64_t g = 0; g < G; g++) {                                                   \
+                if (gmax[g] < thr) continue;                                                    \
+                int64_t j1 = (g + 1) * gs < d ? (g + 1) * gs : d;                               \
+                c = COMPACT(u, g * gs, j1, thr, cv, cp, c);                                     \
+            }                                                                                   \
+            memcpy(cv + d, cv, sizeof(U) * c);                                                  \
+            U kth = KTH(cv + d, c, k);                                                          \
+            int64_t need = k; /* ties at kth taken, lowest positions first */                   \
+            for (int64_t q = 0; q < c; q++) need -= cv[q] > kth;                                \
+            T *vi = vals + i * k;                                                               \
+            int64_t *ii = idx + i * k, o = 0;                                                   \
+            for (int64_t q = 0; q < c; q++) {                                                   \
+                if (cv[q] > kth || (cv[q] == kth && need-- > 0)) {                              \
+                    int64_t j = cp[q];                                                          \
+                    T r = bi ? ai[j] - bi[j] : ai[j];                                           \
+                    vi[o] = r;                                                                  \
+                    ii[o++] = j;                                                                \
+                    if (oi) oi[j] = bi[j] + r;                                                  \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+        free(u); free(gmax); free(cv); free(cp);                                                \
+        return 0;                                                                               \
+    }                                                                                           \
+    int NAME(const T *a, const T *b, T *out, int64_t d, int64_t k, T *vals, int64_t *idx,       \
+             uint8_t *bad, int64_t r0, int64_t r1, int threads) {                               \
+        int err = 0;                                                                            \
+        PARALLEL(threads, {                                                                     \
+            int64_t lo = r0 + (r1 - r0) * part / parts, hi = r0 + (r1 - r0) * (part + 1) / parts; \
+            if (NAME##_block(a, b, out, d, k, vals, idx, bad, lo, hi)) err = -1;                \
+        })                                                                                      \
+        return err;                                                                             \
+    }
+
+/* Rows split evenly over ``threads`` parts: with OpenMP, in one parallel region (libgomp is
+ * the one PyTorch loaded, so its waiting workers take the parts instead of spinning against
+ * us); without, serially -- the caller then runs blocks of rows on its own threads. */
+#ifdef _OPENMP
+#include <omp.h>
+#define PARALLEL(threads, ...)                                                      \
+    _Pragma("omp parallel num_threads(threads)") {                                  \
+        int part = omp_get_thread_num(), parts = omp_get_num_threads();             \
+        __VA_ARGS__                                                                 \
+    }
+int distopt_openmp(void) { return 1; }
+#else
+#define PARALLEL(threads, ...) { int part = 0, parts = 1; (void)threads; __VA_ARGS__ }
+int distopt_openmp(void) { return 0; }
+#endif
+
+DEFINE_TOPK(topk_rows_f32, float, uint32_t, kth_u32, lower_bound_u32, compact_u32, 0x7fffffffu, 0x7f800000u)
+DEFINE_TOPK(topk_rows_f64, double, uint64_t, kth_u64, lower_bound_u64, compact_u64, 0x7fffffffffffffffull,
+            0x7ff0000000000000ull)

@@ -1,0 +1,183 @@
+"""The native Top-K kernel (distopt/_native): the same sets as the definition and as the
+PyTorch path, the fused EF21 step bit-identical to its two-step form, and a clean fallback
+when no compiler is there."""
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from distopt import _native
+from distopt.compressors import make
+from distopt.compressors import sparse
+from distopt.methods import make as make_method
+from distopt.methods.base import Sent, send_shift
+from distopt.noise import Noise
+
+pytestmark = pytest.mark.skipif(not _native.available(), reason="no C compiler: the native kernel is not built")
+
+DTYPES = (torch.float32, torch.float64)
+
+
+def _definition(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Order by (-|x|, index), keep the first k, ascending (NaN above inf above finite)."""
+    mag = x.double().abs().nan_to_num(nan=float("inf"), posinf=1e308)
+    mag = torch.where(torch.isnan(x), torch.full_like(mag, float("inf")), mag)
+    return torch.sort(-mag, dim=1, stable=True).indices[:, :k].sort(dim=1).values
+
+
+def _hard_stack(dtype, n=40, d=10_000, seed=11) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    x[1, 300:420] = 50.0  # the top entries packed into a few neighbouring groups
+    x[2] = 1.0  # one big tie
+    x[3] = 0.0  # all zero
+    x[4, ::3] = x[4, ::3].round()  # ties at every magnitude
+    x[5, 7::50] = 1e6  # one outlier per group
+    x[6] *= 1e-30  # subnormal-ish scale
+    x[7, :5000] = 0.0
+    x[8] = torch.arange(d, dtype=x.dtype) % 7
+    x[9, 17] = -0.0
+    x[10, d - 3:] = 1e3  # the largest in the ragged last group
+    return x.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_native_topk_equals_the_definition_and_the_torch_path(dtype, monkeypatch):
+    x = _hard_stack(dtype)
+    for k in (1, 37, 100, 600, 2500, 9999):
+        vals, idx, bad = _native.topk_rows(x.contiguous(), k)
+        ref = _definition(x, k)
+        assert torch.equal(idx, ref), k
+        assert torch.equal(vals, x.gather(1, ref)), k
+        assert not bool(bad.any())
+    monkeypatch.setenv("DISTOPT_NATIVE", "0")  # the PyTorch path picks the same sets
+    assert not sparse._native_stack(x, 100)
+    for k in (1, 100, 600):
+        assert torch.equal(sparse.topk_select(x, k)[1], _definition(x, k)), k
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_native_ranks_nan_and_inf_first_and_flags_the_row(dtype):
+    x = _hard_stack(dtype, n=12, d=3000)[:6].contiguous()
+    x[0, 5] = float("nan")
+    x[1, 2999] = float("-inf")
+    x[2, 0] = float("inf")
+    x[2, 1] = float("nan")
+    vals, idx, bad = _native.topk_rows(x.contiguous(), 4)
+    assert bad.tolist() == [True, True, True, False, False, False]
+    assert 5 in idx[0].tolist() and 2999 in idx[1].tolist() and {0, 1} <= set(idx[2].tolist())
+    with pytest.raises(ValueError, match="(?i)nan|finite"):
+        make("topk:k=4").compress(x)  # the compressor turns the flag into a clear error
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_fused_shift_is_bit_identical_to_the_two_step_form(dtype):
+    """EF21's c = TopK(a - b), b + c: payload, new shift and decoded value, bit for bit."""
+    a = _hard_stack(dtype, seed=1)
+    b = _hard_stack(dtype, seed=2).flip(1).contiguous() * 0.5
+    topk = make("topk:ratio=0.01")
+    fused = topk.compress_shift(a, b)
+    assert fused is not None
+    (vals, idx), new = fused
+    ref_vals, ref_idx = topk.compress(a - b)
+    assert torch.equal(idx, ref_idx) and idx.dtype == ref_idx.dtype == torch.int16
+    assert torch.equal(vals, ref_vals)
+    two_step = b + topk.decompress((ref_vals, ref_idx), a.shape[1], None, dtype)
+    assert torch.equal(new, two_step)
+    assert topk.compress_shift(a[0], b[0]) is None  # a lone row: the two-step form
+
+
+def test_ef21_step_through_send_shift_matches_the_composed_step(monkeypatch):
+    """The method's step with the kernel on and off: the same payload, the same g_i, and a lazy
+    message whose value and row sum agree with the dense form."""
+    n, d = 64, 4096
+    g = torch.Generator().manual_seed(3)
+    G, H = torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(n, d, generator=g, dtype=torch.float64)
+    method = make_method("ef21", "topk:k=40", n=n)
+    from distopt.methods.ef21 import EF21Worker
+
+    noise = Noise(0, 1, torch.arange(n), n)
+    sent, W = method.worker_step(G, EF21Worker(H, ()), noise, 0.1)
+    assert sent._value is None  # fused: decoded on demand
+    monkeypatch.setenv("DISTOPT_NATIVE", "0")
+    ref, W_ref = method.worker_step(G, EF21Worker(H, ()), noise, 0.1)
+    assert ref._value is not None
+    assert all(torch.equal(p, q) for p, q in zip(sent.payload, ref.payload))
+    assert torch.equal(W.g, W_ref.g)
+    assert sent.bits == ref.bits
+    assert torch.allclose(sent.total(), ref.value.sum(0), rtol=0, atol=1e-12)
+    assert torch.equal(sent.value, ref.value)
+    back = pickle.loads(pickle.dumps(sent))  # Ray pickles messages: with their value
+    assert torch.equal(back.value, ref.value) and back.bits == ref.bits
+
+
+def test_send_shift_falls_back_for_stateful_or_unfused_codecs():
+    x, h = torch.randn(8, 100), torch.randn(8, 100)
+    codec = make("randk:k=5")  # no fused kernel
+    rng = Noise(0, 1, torch.arange(8), 8)
+    sent, new, _ = send_shift(codec, x, h, rng)
+    assert sent._value is not None and torch.equal(new, h + sent.value)
+
+
+def test_sent_needs_a_value_or_a_decoder():
+    with pytest.raises(ValueError, match="decode"):
+        Sent((torch.zeros(1),), None, make("topk:k=1"))
+
+
+def test_no_compiler_falls_back_with_a_warning(monkeypatch, tmp_path):
+    """Without a compiler the kernel is off, a warning says why, and Top-K still works."""
+    monkeypatch.setattr(_native, "_lib", None)
+    monkeypatch.setattr(_native, "_tried", False)
+    monkeypatch.setenv("DISTOPT_CACHE", str(tmp_path))  # nothing cached there
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    with pytest.warns(RuntimeWarning, match="native Top-K kernel unavailable"):
+        assert not _native.available()
+    assert _native.topk_rows(torch.randn(4, 20000), 5) is None
+    x = _hard_stack(torch.float32, n=20, d=5000)
+    assert torch.equal(make("topk:k=50").compress(x)[1].to(torch.int64), _definition(x, 50))
+
+
+def test_native_is_off_with_the_environment_switch(monkeypatch):
+    monkeypatch.setenv("DISTOPT_NATIVE", "0")
+    assert not _native.available()
+    assert _native.topk_rows(torch.randn(4, 20000), 5) is None
+
+
+def test_bad_arguments_are_named():
+    x = torch.randn(4, 1000)
+    with pytest.raises(ValueError, match="1 <= k < d"):
+        _native.topk_rows(x, 1000)
+    with pytest.raises(ValueError, match="contiguous"):
+        _native.topk_rows(x.t(), 3)
+    with pytest.raises(ValueError, match="needs b"):
+        _native.topk_rows(x, 3, out=torch.empty_like(x))
+    with pytest.raises(ValueError, match="float32 or float64"):
+        _native.topk_rows(x.half(), 3)
+
+
+@pytest.mark.parametrize("poison", [float("nan"), float("inf")])
+def test_fused_round_names_the_worker_of_a_non_finite_gradient(poison, tmp_path):
+    """The vectorized engine skips its own NaN scan when the fused kernel saw every entry; a
+    NaN or inf gradient must still stop the run naming its worker and round, with the workers'
+    states not advanced past the last good round."""
+    from simulator.engine import NonFiniteError, RunConfig, Simulation
+    from simulator.oracles import QuadraticOracle
+
+    g = torch.Generator().manual_seed(0)
+    o = QuadraticOracle(torch.randn(8, 10_000, generator=g, dtype=torch.float64))
+    real = o.grads
+
+    def bad(x, step, workers):
+        G = real(x, step, workers)
+        if step == 3:
+            G = G.clone()
+            G[5, 1234] = poison
+        return G
+
+    o.grads = bad
+    sim = Simulation(o, RunConfig(method="ef21", compressor="topk:k=100", lr=0.1, rounds=10, progress=False), tmp_path)
+    with pytest.raises(NonFiniteError, match="round 3: worker 5 produced a non-finite gradient"):
+        sim.run()
+    assert bool(torch.isfinite(sim.executor.W.g).all())
