@@ -181,3 +181,39 @@ def test_fused_round_names_the_worker_of_a_non_finite_gradient(poison, tmp_path)
     with pytest.raises(NonFiniteError, match="round 3: worker 5 produced a non-finite gradient"):
         sim.run()
     assert bool(torch.isfinite(sim.executor.W.g).all())
+
+
+@pytest.mark.skipif(not _native.parallel_row(), reason="the kernel was built without OpenMP: lone rows take the torch path")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_one_long_row_split_over_threads_is_exact(dtype, monkeypatch):
+    """A lone long row (a DDP bucket) is split by ranges of groups over the threads: the same
+    set as the definition on ties, outliers at the range borders and a ragged last group, for
+    1 and 2 threads, plain and fused."""
+    g = torch.Generator().manual_seed(5)
+    d = 200_003
+    x = torch.randn(1, d, generator=g)
+    x[0, ::5] = x[0, ::5].round()  # ties at every magnitude
+    x[0, d // 2 - 3: d // 2 + 3] = 40.0  # the largest entries straddle the threads' border
+    x[0, d - 2:] = 40.0  # and sit in the ragged last group
+    x = x.to(dtype)
+    b = (torch.randn(1, d, generator=g) * 0.1).to(dtype)
+    for threads in (1, 2):
+        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+        for k in (1, 8, 2000, 60_000):
+            vals, idx, bad = _native.topk_rows(x, k)
+            assert torch.equal(idx, _definition(x, k)), (threads, k)
+            assert torch.equal(vals, x.gather(1, idx)) and not bool(bad.any())
+            out = torch.empty_like(b)
+            vals, idx, _ = _native.topk_rows(x, k, b, out)
+            r = x - b
+            assert torch.equal(idx, _definition(r, k)), (threads, k)
+            assert torch.equal(out, b + torch.zeros_like(b).scatter_(1, idx, r.gather(1, idx)))
+    y = x.clone()
+    y[0, 123_456] = float("nan")
+    assert bool(_native.topk_rows(y, 10)[2][0])
+    one = make("topk:k=2000")
+    assert sparse._native_stack(x, 2000)
+    assert torch.equal(one.compress(x[0])[1].to(torch.int64), _definition(x, 2000)[0])
+    fused = one.compress_shift(x[0], b[0])  # EF21's step on one bucket
+    assert fused is not None and fused[1].shape == (d,)
+    assert torch.equal(fused[0][1].to(torch.int64), _definition(x - b, 2000)[0])

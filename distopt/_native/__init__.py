@@ -3,7 +3,8 @@
 ``topk_rows``: exact row-wise Top-K of a stack ``[n, d]`` (ties to the lowest indices, the
 same sets as ``distopt.compressors.sparse.topk_select``), optionally fused with error
 feedback's shift (rows ``a - b``, and ``b + c`` written out), in one pass over the rows per
-thread (``topk.c`` explains the algorithm). Eager PyTorch needs about ten passes over the
+thread (``topk.c`` explains the algorithm); a single row ``[1, d]`` is split over the threads
+by ranges of its groups (OpenMP builds). Eager PyTorch needs about ten passes over the
 stack for the same work: this is what makes a vectorized EF21 + Top-K round cost a few
 passes over memory (``distopt bench simulator``).
 
@@ -95,6 +96,11 @@ def _build() -> ctypes.CDLL:
         fn.argtypes = [p, p, p, i64, i64, p, p, p, i64, i64, ctypes.c_int]
         fn.restype = ctypes.c_int
     lib.distopt_openmp.restype = ctypes.c_int
+    if lib.distopt_openmp():
+        for name in ("topk_row_f32", "topk_row_f64"):
+            fn = getattr(lib, name)
+            fn.argtypes = [p, p, p, i64, i64, p, p, p, ctypes.c_int]
+            fn.restype = ctypes.c_int
     return lib
 
 
@@ -117,6 +123,11 @@ def _load() -> Optional[ctypes.CDLL]:
 def available() -> bool:
     """Whether the native kernels are on (built and not turned off by ``DISTOPT_NATIVE=0``)."""
     return os.environ.get("DISTOPT_NATIVE", "1") != "0" and _load() is not None
+
+
+def parallel_row() -> bool:
+    """Whether one long row can be split over threads (the kernel was built with OpenMP)."""
+    return available() and bool(_lib.distopt_openmp())
 
 
 def _ptr(t: Optional[Tensor]) -> Optional[int]:
@@ -147,6 +158,12 @@ def topk_rows(a: Tensor, k: int, b: Optional[Tensor] = None, out: Optional[Tenso
     idx = torch.empty(n, k, dtype=torch.int64)
     bad = torch.empty(n, dtype=torch.uint8)
     args = (_ptr(a), _ptr(b), _ptr(out), d, k, _ptr(vals), _ptr(idx), _ptr(bad))
+    if n == 1 and _lib.distopt_openmp():  # one row: its groups split over the threads
+        threads = max(1, min(torch.get_num_threads(), d // (1 << 16) or 1))
+        fn = {torch.float32: _lib.topk_row_f32, torch.float64: _lib.topk_row_f64}[a.dtype]
+        if fn(*args, threads):
+            raise MemoryError("topk_rows: the native kernel could not allocate its scratch")
+        return vals, idx, bad.bool()
     threads = max(1, min(torch.get_num_threads(), n, n * d // (1 << 16) or 1))
     if threads == 1 or _lib.distopt_openmp():
         codes = [fn(*args, 0, n, threads)]

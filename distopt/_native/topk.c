@@ -71,13 +71,13 @@ DEFINE_KTH(kth_u64, uint64_t)
 DEFINE_LOWER_BOUND(lower_bound_u32, uint32_t)
 DEFINE_LOWER_BOUND(lower_bound_u64, uint64_t)
 
-/* Append the entries u[j] >= thr of j0 <= j < j1 (values to cv, positions to cp) after the c
- * already there; the new count. Branch-free; 16 at a time with AVX-512's compress-store. */
+/* Append the entries u[i] >= thr of u[0..m) (values to cv, positions pos0 + i to cp) after
+ * the c already there; the new count. Branch-free; 16 at a time with AVX-512. */
 #define DEFINE_COMPACT(NAME, U, VEC)                                                 \
-    static int64_t NAME(const U *u, int64_t j0, int64_t j1, U thr, U *cv, int64_t *cp, int64_t c) { \
-        int64_t j = j0;                                                              \
+    static int64_t NAME(const U *u, int64_t m, int64_t pos0, U thr, U *cv, int64_t *cp, int64_t c) { \
+        int64_t j = 0;                                                               \
         VEC                                                                          \
-        for (; j < j1; j++) { cv[c] = u[j]; cp[c] = j; c += u[j] >= thr; }          \
+        for (; j < m; j++) { cv[c] = u[j]; cp[c] = pos0 + j; c += u[j] >= thr; }    \
         return c;                                                                    \
     }
 
@@ -85,11 +85,11 @@ DEFINE_LOWER_BOUND(lower_bound_u64, uint64_t)
 #include <immintrin.h>
 #define VEC_U32                                                                      \
     const __m512i t = _mm512_set1_epi32((int)thr), step = _mm512_set1_epi64(8);      \
-    for (; j + 16 <= j1; j += 16) {                                                  \
+    for (; j + 16 <= m; j += 16) {                                                   \
         __m512i v = _mm512_loadu_si512((const void *)(u + j));                       \
         __mmask16 m = _mm512_cmpge_epu32_mask(v, t);                                 \
         if (!m) continue;                                                            \
-        __m512i lo = _mm512_add_epi64(_mm512_set1_epi64(j), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0)); \
+        __m512i lo = _mm512_add_epi64(_mm512_set1_epi64(pos0 + j), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0)); \
         /* compress in registers, store whole vectors (a compress-store to memory is slow on \
          * some CPUs); the scratch rows have 16 entries of slack for the overhang */ \
         _mm512_storeu_si512((void *)(cv + c), _mm512_maskz_compress_epi32(m, v));    \
@@ -104,76 +104,125 @@ DEFINE_LOWER_BOUND(lower_bound_u64, uint64_t)
 DEFINE_COMPACT(compact_u32, uint32_t, VEC_U32)
 DEFINE_COMPACT(compact_u64, uint64_t, )
 
-#define DEFINE_TOPK(NAME, T, U, KTH, BOUND, COMPACT, MAG, INF)                                           \
-    static int NAME##_block(const T *a, const T *b, T *out, int64_t d, int64_t k, T *vals,      \
-                            int64_t *idx, uint8_t *bad, int64_t r0, int64_t r1) {               \
-        int64_t gs = d / (4 * k) > 0 ? d / (4 * k) : 1;                                         \
-        if (gs >= 16) gs &= ~(int64_t)15; /* whole vectors per group */                        \
-        int64_t G = (d + gs - 1) / gs;                                                          \
-        U *u = malloc(sizeof(U) * d);          /* magnitudes of the row */                      \
-        U *gmax = malloc(sizeof(U) * G);       /* group maxima */                               \
-        U *cv = malloc(sizeof(U) * (d * 2 + 16)); /* candidates' magnitudes, a copy; slack */         \
-        int64_t *cp = malloc(sizeof(int64_t) * (d + 16)); /* candidates' positions */                  \
-        if (!u || !gmax || !cv || !cp) { free(u); free(gmax); free(cv); free(cp); return -1; } \
-        for (int64_t i = r0; i < r1; i++) {                                                     \
-            const T *ai = a + i * d, *bi = b ? b + i * d : NULL;                                \
-            T *oi = out ? out + i * d : NULL;                                                   \
-            U top = 0;                                                                          \
-            for (int64_t g = 0; g < G; g++) { /* u = bits(|r|) and the group maxima */          \
-                int64_t j0 = g * gs, j1 = j0 + gs < d ? j0 + gs : d;                            \
-                U m = 0;                                                                        \
-                if (bi) {                                                                       \
-                    for (int64_t j = j0; j < j1; j++) {                                         \
-                        T r = ai[j] - bi[j];                                                    \
-                        U bits; memcpy(&bits, &r, sizeof bits);                                 \
-                        bits &= MAG; u[j] = bits; m = bits > m ? bits : m;                      \
-                    }                                                                           \
-                } else {                                                                        \
-                    for (int64_t j = j0; j < j1; j++) {                                         \
-                        U bits; memcpy(&bits, ai + j, sizeof bits);                             \
-                        bits &= MAG; u[j] = bits; m = bits > m ? bits : m;                      \
-                    }                                                                           \
+/* The per-row phases, over the groups [g0, g1) of a row (G groups of gs, the last ragged):
+ * SCAN   u = bits(|a - b|) (or |a|; kept in u unless u is NULL) and the group maxima; out = b
+ *        there; returns the max u;
+ * GATHER the candidates u >= thr of the groups whose maximum reaches thr into (cv, cp)
+ *        (REGATHER: recomputing u there, for a long row that kept none);
+ * EMIT   the exact k-th largest of c candidates (quickselect on a copy at cv + c), then the
+ *        selection in ascending position -- ties at the k-th magnitude lowest first -- into
+ *        (vals, idx), and out[j] = b[j] + r[j] there. */
+/* the groups [g0, g1) of one row: u = bits(|r|) (KEEP: stored or not), their maxima, the top */
+#define SCAN_GROUPS(U, MAG, LOAD, KEEP)                                                         \
+    for (int64_t g = g0; g < g1; g++) {                                                         \
+        int64_t j0 = g * gs, j1 = j0 + gs < d ? j0 + gs : d;                                    \
+        U m = 0;                                                                                \
+        for (int64_t j = j0; j < j1; j++) {                                                     \
+            LOAD;                                                                               \
+            U bits; memcpy(&bits, &r, sizeof bits);                                             \
+            bits &= MAG; m = bits > m ? bits : m;                                               \
+            KEEP;                                                                               \
+        }                                                                                       \
+        gmax[g] = m;                                                                            \
+        top = m > top ? m : top;                                                                \
+    }
+
+#define DEFINE_PHASES(T, U, KTH, COMPACT, MAG)                                                  \
+    static inline __attribute__((always_inline)) U scan_##T(const T *a, const T *b, T *out,   \
+            int64_t d, int64_t gs, int64_t g0, int64_t g1, U *u, U *gmax) {                     \
+        U top = 0; /* four loops, so that each vectorizes: with or without b, keeping u or not */ \
+        if (b && u) SCAN_GROUPS(U, MAG, T r = a[j] - b[j], u[j] = bits)                         \
+        else if (b) SCAN_GROUPS(U, MAG, T r = a[j] - b[j], (void)0)                             \
+        else if (u) SCAN_GROUPS(U, MAG, T r = a[j], u[j] = bits)                                \
+        else SCAN_GROUPS(U, MAG, T r = a[j], (void)0)                                           \
+        if (out) {                                                                              \
+            int64_t j0 = g0 * gs, j1 = g1 * gs < d ? g1 * gs : d;                               \
+            memcpy(out + j0, b + j0, sizeof(T) * (j1 - j0));                                    \
+        }                                                                                       \
+        return top;                                                                             \
+    }                                                                                           \
+    static inline __attribute__((always_inline)) int64_t gather_##T(const U *u, const U *gmax, int64_t d, int64_t gs, int64_t g0,     \
+                              int64_t g1, U thr, U *cv, int64_t *cp) {                          \
+        int64_t c = 0;                                                                          \
+        for (int64_t g = g0; g < g1; g++) {                                                     \
+            if (gmax[g] < thr) continue;                                                        \
+            int64_t j1 = (g + 1) * gs < d ? (g + 1) * gs : d;                                   \
+            c = COMPACT(u + g * gs, j1 - g * gs, g * gs, thr, cv, cp, c);                       \
+        }                                                                                       \
+        return c;                                                                               \
+    }                                                                                           \
+    /* GATHER without a kept u (a long row): u recomputed from a, b piece by piece (a separate \
+     * function: the buffer slowed the kept-u loop above 3x when they shared one) */            \
+    static int64_t regather_##T(const T *a, const T *b, const U *gmax, int64_t d, int64_t gs,   \
+                                int64_t g0, int64_t g1, U thr, U *cv, int64_t *cp) {            \
+        int64_t c = 0;                                                                          \
+        U tmp[256];                                                                             \
+        for (int64_t g = g0; g < g1; g++) {                                                     \
+            if (gmax[g] < thr) continue;                                                        \
+            int64_t j1 = (g + 1) * gs < d ? (g + 1) * gs : d;                                   \
+            for (int64_t j0 = g * gs; j0 < j1; j0 += 256) {                                     \
+                int64_t m = j1 - j0 < 256 ? j1 - j0 : 256;                                      \
+                for (int64_t i = 0; i < m; i++) {                                               \
+                    T r = b ? a[j0 + i] - b[j0 + i] : a[j0 + i];                                \
+                    U bits; memcpy(&bits, &r, sizeof bits);                                     \
+                    tmp[i] = bits & MAG;                                                        \
                 }                                                                               \
-                gmax[g] = m;                                                                    \
-                top = m > top ? m : top;                                                        \
-            }                                                                                   \
-            if (oi) memcpy(oi, bi, sizeof(T) * d);                                              \
-            bad[i] = top >= INF;                                                                \
-            U thr = BOUND(gmax, G, k, top); /* >= k groups, so >= k entries, reach thr */       \
-            int64_t c = 0;                                                                      \
-            for (int64_t g = 0; g < G; g++) {                                                   \
-                if (gmax[g] < thr) continue;                                                    \
-                int64_t j1 = (g + 1) * gs < d ? (g + 1) * gs : d;                               \
-                c = COMPACT(u, g * gs, j1, thr, cv, cp, c);                                     \
-            }                                                                                   \
-            memcpy(cv + d, cv, sizeof(U) * c);                                                  \
-            U kth = KTH(cv + d, c, k);                                                          \
-            int64_t need = k; /* ties at kth taken, lowest positions first */                   \
-            for (int64_t q = 0; q < c; q++) need -= cv[q] > kth;                                \
-            T *vi = vals + i * k;                                                               \
-            int64_t *ii = idx + i * k, o = 0;                                                   \
-            for (int64_t q = 0; q < c; q++) {                                                   \
-                if (cv[q] > kth || (cv[q] == kth && need-- > 0)) {                              \
-                    int64_t j = cp[q];                                                          \
-                    T r = bi ? ai[j] - bi[j] : ai[j];                                           \
-                    vi[o] = r;                                                                  \
-                    ii[o++] = j;                                                                \
-                    if (oi) oi[j] = bi[j] + r;                                                  \
-                }                                                                               \
+                c = COMPACT(tmp, m, j0, thr, cv, cp, c);                                        \
             }                                                                                   \
         }                                                                                       \
-        free(u); free(gmax); free(cv); free(cp);                                                \
-        return 0;                                                                               \
+        return c;                                                                               \
     }                                                                                           \
-    int NAME(const T *a, const T *b, T *out, int64_t d, int64_t k, T *vals, int64_t *idx,       \
-             uint8_t *bad, int64_t r0, int64_t r1, int threads) {                               \
-        int err = 0;                                                                            \
-        PARALLEL(threads, {                                                                     \
-            int64_t lo = r0 + (r1 - r0) * part / parts, hi = r0 + (r1 - r0) * (part + 1) / parts; \
-            if (NAME##_block(a, b, out, d, k, vals, idx, bad, lo, hi)) err = -1;                \
-        })                                                                                      \
-        return err;                                                                             \
+    static inline __attribute__((always_inline)) void emit_##T(const T *a, const T *b, T *out, U *cv, const int64_t *cp, int64_t c,   \
+                         int64_t k, T *vals, int64_t *idx) {                                    \
+        memcpy(cv + c, cv, sizeof(U) * c);                                                      \
+        U kth = KTH(cv + c, c, k);                                                              \
+        int64_t need = k; /* ties at kth taken, lowest positions first */                       \
+        for (int64_t q = 0; q < c; q++) need -= cv[q] > kth;                                    \
+        int64_t o = 0;                                                                          \
+        for (int64_t q = 0; q < c; q++) {                                                       \
+            if (cv[q] > kth || (cv[q] == kth && need-- > 0)) {                                  \
+                int64_t j = cp[q];                                                              \
+                T r = b ? a[j] - b[j] : a[j];                                                   \
+                vals[o] = r;                                                                    \
+                idx[o++] = j;                                                                   \
+                if (out) out[j] = b[j] + r;                                                     \
+            }                                                                                   \
+        }                                                                                       \
     }
+
+/* group size: ~d/4k, whole 16-entry vectors where that is >= 16; G = ceil(d / gs) >= k */
+static int64_t group_size(int64_t d, int64_t k) {
+    int64_t gs = d / (4 * k) > 0 ? d / (4 * k) : 1;
+    return gs >= 16 ? gs & ~(int64_t)15 : gs;
+}
+
+/* Rows [r0, r1) one after another, each in cache: scan, bound, gather, emit. */
+#define DEFINE_BLOCK(T, U, BOUND, INF)                                                          \
+    static int block_##T(const T *a, const T *b, T *out, int64_t d, int64_t k, T *vals,         \
+                         int64_t *idx, uint8_t *bad, int64_t r0, int64_t r1) {                  \
+        int64_t gs = group_size(d, k), G = (d + gs - 1) / gs;                                   \
+        U *u = malloc(sizeof(U) * d);                  /* magnitudes of the row */              \
+        U *gmax = malloc(sizeof(U) * G);               /* group maxima */                       \
+        U *cv = malloc(sizeof(U) * (2 * d + 16));      /* candidates, a copy; slack */          \
+        int64_t *cp = malloc(sizeof(int64_t) * (d + 16)); /* candidates' positions */           \
+        int err = !u || !gmax || !cv || !cp;                                                    \
+        for (int64_t i = r0; i < r1 && !err; i++) {                                             \
+            const T *ai = a + i * d, *bi = b ? b + i * d : NULL;                                \
+            T *oi = out ? out + i * d : NULL;                                                   \
+            U top = scan_##T(ai, bi, oi, d, gs, 0, G, u, gmax);                                 \
+            bad[i] = top >= INF;                                                                \
+            U thr = BOUND(gmax, G, k, top); /* >= k groups, so >= k entries, reach thr */       \
+            int64_t c = gather_##T(u, gmax, d, gs, 0, G, thr, cv, cp);                          \
+            emit_##T(ai, bi, oi, cv, cp, c, k, vals + i * k, idx + i * k);                      \
+        }                                                                                       \
+        free(u); free(gmax); free(cv); free(cp);                                                \
+        return err ? -1 : 0;                                                                    \
+    }
+
+DEFINE_PHASES(float, uint32_t, kth_u32, compact_u32, 0x7fffffffu)
+DEFINE_PHASES(double, uint64_t, kth_u64, compact_u64, 0x7fffffffffffffffull)
+DEFINE_BLOCK(float, uint32_t, lower_bound_u32, 0x7f800000u)
+DEFINE_BLOCK(double, uint64_t, lower_bound_u64, 0x7ff0000000000000ull)
 
 /* Rows split evenly over ``threads`` parts: with OpenMP, in one parallel region (libgomp is
  * the one PyTorch loaded, so its waiting workers take the parts instead of spinning against
@@ -191,6 +240,73 @@ int distopt_openmp(void) { return 1; }
 int distopt_openmp(void) { return 0; }
 #endif
 
-DEFINE_TOPK(topk_rows_f32, float, uint32_t, kth_u32, lower_bound_u32, compact_u32, 0x7fffffffu, 0x7f800000u)
-DEFINE_TOPK(topk_rows_f64, double, uint64_t, kth_u64, lower_bound_u64, compact_u64, 0x7fffffffffffffffull,
-            0x7ff0000000000000ull)
+/* Entry points: a stack's rows split evenly over the threads. */
+#define DEFINE_ROWS(NAME, T)                                                                    \
+    int NAME(const T *a, const T *b, T *out, int64_t d, int64_t k, T *vals, int64_t *idx,       \
+             uint8_t *bad, int64_t r0, int64_t r1, int threads) {                               \
+        int err = 0;                                                                            \
+        PARALLEL(threads, {                                                                     \
+            int64_t lo = r0 + (r1 - r0) * part / parts, hi = r0 + (r1 - r0) * (part + 1) / parts; \
+            if (block_##T(a, b, out, d, k, vals, idx, bad, lo, hi)) err = -1;                   \
+        })                                                                                      \
+        return err;                                                                             \
+    }
+
+DEFINE_ROWS(topk_rows_f32, float)
+DEFINE_ROWS(topk_rows_f64, double)
+
+/* One long row on ``threads`` threads (a DDP bucket, one vector of 10^7): each thread scans and
+ * gathers its own range of groups; one thread takes the threshold from all the group maxima
+ * between the two, and the k-th largest and the selection from the candidates after. */
+#ifdef _OPENMP
+#define MAX_PARTS 64
+#define DEFINE_ROW(NAME, T, U, BOUND, INF)                                                      \
+    int NAME(const T *a, const T *b, T *out, int64_t d, int64_t k, T *vals, int64_t *idx,       \
+             uint8_t *bad, int threads) {                                                       \
+        int64_t gs = group_size(d, k), G = (d + gs - 1) / gs;                                   \
+        U *gmax = malloc(sizeof(U) * G);                                                        \
+        U *cv = malloc(sizeof(U) * (2 * d + 16));                                               \
+        int64_t *cp = malloc(sizeof(int64_t) * (d + 16));                                       \
+        U tops[MAX_PARTS], thr = 0;                                                             \
+        U *pcv[MAX_PARTS];                                                                      \
+        int64_t *pcp[MAX_PARTS], counts[MAX_PARTS];                                             \
+        int err = !gmax || !cv || !cp;                                                          \
+        if (threads > MAX_PARTS) threads = MAX_PARTS;                                           \
+        if (!err) {                                                                             \
+            _Pragma("omp parallel num_threads(threads)") {                                      \
+                int p = omp_get_thread_num(), P = omp_get_num_threads();                        \
+                int64_t g0 = G * p / P, g1 = G * (p + 1) / P;                                   \
+                int64_t len = (g1 * gs < d ? g1 * gs : d) - g0 * gs;                            \
+                tops[p] = scan_##T(a, b, out, d, gs, g0, g1, NULL, gmax);                       \
+                pcv[p] = malloc(sizeof(U) * (len + 16));                                        \
+                pcp[p] = malloc(sizeof(int64_t) * (len + 16));                                  \
+                _Pragma("omp barrier")                                                          \
+                _Pragma("omp single") {                                                         \
+                    U top = 0;                                                                  \
+                    for (int q = 0; q < P; q++) top = tops[q] > top ? tops[q] : top;            \
+                    bad[0] = top >= INF;                                                        \
+                    thr = BOUND(gmax, G, k, top);                                               \
+                }                                                                               \
+                counts[p] = pcv[p] && pcp[p]                                                    \
+                    ? regather_##T(a, b, gmax, d, gs, g0, g1, thr, pcv[p], pcp[p]) : -1;         \
+                _Pragma("omp barrier")                                                          \
+                _Pragma("omp single") {                                                         \
+                    int64_t c = 0;                                                              \
+                    for (int q = 0; q < P && !err; q++) {                                       \
+                        if (counts[q] < 0) { err = 1; break; }                                  \
+                        memcpy(cv + c, pcv[q], sizeof(U) * counts[q]);                          \
+                        memcpy(cp + c, pcp[q], sizeof(int64_t) * counts[q]);                    \
+                        c += counts[q];                                                         \
+                    }                                                                           \
+                    if (!err) emit_##T(a, b, out, cv, cp, c, k, vals, idx);                     \
+                }                                                                               \
+                free(pcv[p]); free(pcp[p]);                                                     \
+            }                                                                                   \
+        }                                                                                       \
+        free(gmax); free(cv); free(cp);                                                         \
+        return err ? -1 : 0;                                                                    \
+    }
+DEFINE_ROW(topk_row_f32, float, uint32_t, lower_bound_u32, 0x7f800000u)
+DEFINE_ROW(topk_row_f64, double, uint64_t, lower_bound_u64, 0x7ff0000000000000ull)
+#endif
+

@@ -2,9 +2,10 @@
 
 Selection is exact and vectorized over rows ``[N, d]``:
 
-* Top-K on a CPU stack of rows: the native kernel (distopt/_native/topk.c, the same sets and
-  the same threshold idea, one pass per row in cache) when a C compiler built it; the PyTorch
-  path below otherwise, and for lone rows and other devices.
+* Top-K on CPU: the native kernel (distopt/_native/topk.c, the same sets and the same
+  threshold idea, one pass per row in cache) for stacks of rows and for lone rows longer than
+  2^15 (split over threads), when a C compiler built it; the PyTorch path below otherwise, and
+  for short lone rows (``torch.topk``) and other devices.
 * Top-K: a per-row threshold keeps a little more than K candidates in one pass over x (in
   cache-sized pieces, see _chunked); the exact K-th largest magnitude among the candidates
   then selects. Ties at the K-th magnitude go to the lowest indices, so the set is a
@@ -153,12 +154,17 @@ def topk_select(x: Tensor, k: int, sample: int = 16384) -> tuple[Tensor, Tensor]
 
 
 def _native_stack(x: Tensor, k: int) -> bool:
-    """Whether :func:`topk_select` takes the native kernel (distopt/_native, same sets): a CPU
-    float32/float64 stack (2+ rows, at least 2^16 entries, k < d) when the kernel is built.
-    Measured on 1000 x 10^4, k = 100, 2 threads: 5.0 ms vs 16 ms on the torch path below."""
+    """Whether :func:`topk_select` takes the native kernel (distopt/_native, same sets): on CPU,
+    float32/float64, k < d, when the kernel is built, for a stack (2+ rows, at least 2^16
+    entries) or one row longer than _SHORT_ROW whose groups the kernel can split over threads
+    (an OpenMP build). Measured, 2 threads: a 1000 x 10^4 stack (k = 100) 4.0 ms vs 16 ms on
+    the torch path below; one row of 10^7 (k = 10^5) ~4 ms vs ~10 ms."""
     n, d = x.shape
-    return (n > 1 and n * d >= 1 << 16 and k < d and x.device.type == "cpu"
-            and x.dtype in (torch.float32, torch.float64) and _native.available())
+    if not (k < d and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)):
+        return False
+    if n == 1:
+        return d > _SHORT_ROW and _native.parallel_row()
+    return n * d >= 1 << 16 and _native.available()
 
 
 def _grouped(n: int, d: int, k: int, sample: int = 16384) -> bool:
@@ -392,21 +398,23 @@ class TopK(Compressor):
         return vals.reshape(*lead, k), idx.to(_index_dtype(d)).reshape(*lead, k)
 
     def compress_shift(self, target: Tensor, shift: Tensor) -> Optional[tuple[Payload, Tensor]]:
-        """EF21's step on a CPU stack ``[n, d]`` in one native pass per row (distopt/_native):
-        the payload of Top-K(target - shift) and shift + its value, the same bits as the
-        two-step form. None elsewhere."""
-        if target.dim() != 2 or shift.shape != target.shape or shift.dtype != target.dtype:
+        """EF21's step in one native pass per row (distopt/_native), for a CPU stack ``[n, d]``
+        or one long row ``[d]`` (a DDP bucket): the payload of Top-K(target - shift) and shift
+        + its value, the same bits as the two-step form. None where the kernel does not apply."""
+        if target.dim() not in (1, 2) or shift.shape != target.shape or shift.dtype != target.dtype:
             return None
-        d = target.shape[1]
+        rows = target.reshape(-1, target.shape[-1])
+        d = rows.shape[1]
         k = self.k_for(d)
-        if not _native_stack(target, k):
+        if not _native_stack(rows, k):
             return None
-        shift = shift.contiguous()
-        out = torch.empty_like(shift)
-        vals, idx, bad = _native.topk_rows(target.contiguous(), k, shift, out)
+        shift_rows = shift.reshape(rows.shape).contiguous()
+        out = torch.empty_like(shift_rows)
+        vals, idx, bad = _native.topk_rows(rows.contiguous(), k, shift_rows, out)
         if bool(bad.any()):  # name the first bad row, as compress would
             check_finite(self.name, target - shift)
-        return (vals, idx.to(_index_dtype(d))), out
+        lead = target.shape[:-1]
+        return (vals.reshape(*lead, k), idx.to(_index_dtype(d)).reshape(*lead, k)), out.reshape(target.shape)
 
     def decompress(self, p, numel, rng=None, dtype=None) -> Tensor:
         vals, idx = p
