@@ -194,7 +194,7 @@ def _collect(state: CommState, sent, numel: int, dtype, key: str) -> Tensor:
     gathered = [_all_gather_any(t, group, world) for t in sent.payload]  # per tensor: list over ranks
     t1 = time.perf_counter()
     state.timings["communicate"] += t1 - t0
-    total = torch.zeros(numel, dtype=dtype, device=sent.value.device)
+    total = torch.zeros(numel, dtype=dtype, device=sent.payload[0].device)  # (not sent.value: it may decode lazily)
     for j in range(world):  # sparse payloads add only their own coordinates, already divided by n
         noise = Noise(state.seed, state.step, j, world).fork(zlib.crc32(key.encode()))
         codec.decompress_add(total, tuple(g[j] for g in gathered), numel, noise,

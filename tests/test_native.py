@@ -40,6 +40,8 @@ def _hard_stack(dtype, n=40, d=10_000, seed=11) -> torch.Tensor:
     x[8] = torch.arange(d, dtype=x.dtype) % 7
     x[9, 17] = -0.0
     x[10, d - 3:] = 1e3  # the largest in the ragged last group
+    if n > 11:  # heavy tails over many binades, half exact zeros (dead ReLUs' gradients)
+        x[11] = torch.randn(d, generator=g) ** 7 * (torch.rand(d, generator=g) < 0.5)
     return x.to(dtype)
 
 
