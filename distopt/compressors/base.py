@@ -63,6 +63,7 @@ class Compressor:
     summable: ClassVar[bool] = False  # payloads can be all-reduced elementwise
     random: ClassVar[bool] = False  # needs a Noise
     contractive: ClassVar[bool] = True  # has an alpha (unbiased ones via Q/(1+omega))
+    row_sparse: ClassVar[bool] = False  # decompress scatters the payload's values: add_into is sparse
     formula: ClassVar[str] = ""  # alpha / omega, for `distopt compressors`
     bits_per_coord: ClassVar[str] = ""
     summary: ClassVar[str] = ""
@@ -103,6 +104,12 @@ class Compressor:
         """``out += scale * decompress(p)`` for one vector ``out: [numel]``, in place. Sparse
         compressors add only the coordinates they sent (no dense temporary): what a receiver
         summing many workers' messages wants."""
+        return out.add_(self.decompress(p, numel, rng, out.dtype), alpha=scale)
+
+    def add_into(self, out: Tensor, p: Payload, numel: int, rng: Noise | None = None, scale: float = 1.0) -> Tensor:
+        """``out += scale * decompress(p)`` in place, ``out`` shaped like the message's value
+        (``[numel]`` or a stack ``[n, numel]``). Row-sparse compressors (``row_sparse``) touch
+        only the entries they sent."""
         return out.add_(self.decompress(p, numel, rng, out.dtype), alpha=scale)
 
     def compress_shift(self, target: Tensor, shift: Tensor) -> Optional[tuple[Payload, Tensor]]:

@@ -367,6 +367,7 @@ class TopK(Compressor):
     ratio: Optional[float] = None
 
     name: ClassVar[str] = "topk"
+    row_sparse: ClassVar[bool] = True
     formula: ClassVar[str] = "alpha = K/d"
     bits_per_coord: ClassVar[str] = "K/d * (32 value + 16|32 index)"
     summary: ClassVar[str] = "K largest magnitudes"
@@ -429,6 +430,11 @@ class TopK(Compressor):
         vals, idx = p
         v = vals.reshape(-1).to(out.dtype)
         return out.index_add_(0, idx.reshape(-1).to(torch.int64), v if scale == 1.0 else v * scale)
+
+    def add_into(self, out, p, numel, rng=None, scale=1.0):
+        vals, idx = p  # out[i, idx[i]] += scale * vals[i]: the same sums as out + scale * decompress(p)
+        v = vals.to(out.dtype)
+        return out.scatter_add_(-1, idx.to(torch.int64), v if scale == 1.0 else v * scale)
 
 
 @dataclasses.dataclass(frozen=True)

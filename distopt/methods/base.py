@@ -63,13 +63,22 @@ class Sent:
         return self.codec.bits(self.payload) + self.extra_bits
 
     def total(self) -> Tensor:
-        """sum_i value_i over a stack's rows ``[d]``: from the payload (``decompress_add``) while
-        the dense value has not been built, else from it."""
-        if self._value is not None:
-            return self._value.sum(0)
+        """sum_i value_i over a stack's rows ``[d]``: from the payload (``decompress_add``, rows
+        added in order) for a row-sparse codec, decoded or not -- so every path to the same
+        message sums it the same way, to the bit -- else from the dense value."""
+        if not self.codec.row_sparse or self._decode is None:
+            return self.value.sum(0)
         numel, rng, dtype = self._decode
         out = torch.zeros(numel, dtype=dtype, device=self.payload[0].device)
         return self.codec.decompress_add(out, self.payload, numel, rng)
+
+    def add_to(self, out: Tensor, scale: float = 1.0) -> Tensor:
+        """``out += scale * value`` in place (``out`` shaped like ``value``); a row-sparse
+        message not yet decoded adds only the entries it carries."""
+        if self._value is None and self.codec.row_sparse:
+            numel, rng, _ = self._decode
+            return self.codec.add_into(out, self.payload, numel, rng, scale)
+        return out.add_(self.value, alpha=scale)
 
     def __reduce__(self):  # pickles (Ray) carry the decoded value, not the decoder's noise
         return (Sent, (self.payload, self.value, self.codec, self.extra_bits))
@@ -81,12 +90,16 @@ class Sent:
 IDENTITY = Identity()
 
 
-def send(codec: Compressor, v: Tensor, rng: Noise | None, state: tuple = ()) -> tuple[Sent, tuple]:
+def send(codec: Compressor, v: Tensor, rng: Noise | None, state: tuple = (), lazy: bool = False
+         ) -> tuple[Sent, tuple]:
     """Compress ``v`` with ``codec`` (threading a stateful codec's state) and decompress it
-    once: the sender and the receiver both use ``value``."""
+    once: the sender and the receiver both use ``value``. ``lazy``: a row-sparse codec's
+    message decodes only if asked (the caller updates its state with ``Sent.add_to``)."""
     payload, state = codec.apply(v, state, rng)
-    value = codec.decompress(payload, v.shape[-1], rng, v.dtype)
-    return Sent(payload, value, codec), state
+    decode = (v.shape[-1], rng, v.dtype)
+    if lazy and codec.row_sparse:
+        return Sent(payload, None, codec, decode=decode), state
+    return Sent(payload, codec.decompress(payload, *decode), codec, decode=decode), state
 
 
 def send_shift(codec: Compressor, target: Tensor, shift: Tensor, rng: Noise | None, state: tuple = ()

@@ -62,9 +62,10 @@ class EControl(Method):
 
     def worker_step(self, grad, state: EControlWorker, rng, lr):
         diff = grad - state.h
-        sent, comp = send(self.compressor, self.eta * state.e + diff, rng, state.comp)
-        e = state.e + diff - sent.value
-        h = state.h + sent.value if self.learn_shift else state.h
+        sent, comp = send(self.compressor, self.eta * state.e + diff, rng, state.comp, lazy=True)
+        # e + diff - D and h + D; with Top-K only the k sent entries change (no dense D)
+        e = sent.add_to(state.e + diff, -1.0)
+        h = sent.add_to(state.h.clone(), 1.0) if self.learn_shift else state.h
         return sent, EControlWorker(e, h, comp)
 
     def server_step(self, agg, state: EControlServer, lr):
