@@ -39,7 +39,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["available", "topk_rows"]
+__all__ = ["available", "parallel_row", "topk_rows"]
 
 _SRC = Path(__file__).with_name("topk.c")
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-std=c99", "-shared", "-fPIC"]
@@ -80,15 +80,22 @@ def _compile(cc: str, flags: list[str], root: Path) -> Path:
 
 def _build() -> ctypes.CDLL:
     """Built with OpenMP where the compiler has it (the library then binds to the libgomp that
-    PyTorch loaded: same soname), else without (rows go to a Python thread pool)."""
+    PyTorch loaded: same soname), else without (rows go to a Python thread pool); without
+    ``-march=native`` if the compiler refuses it."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise OSError("no C compiler (cc/gcc) on PATH")
     root = Path(os.environ.get("DISTOPT_CACHE") or Path.home() / ".cache" / "distopt") / "native"
-    try:
-        so = _compile(cc, _FLAGS + ["-fopenmp"], root)
-    except (OSError, subprocess.SubprocessError):
-        so = _compile(cc, _FLAGS, root)
+    portable = [f for f in _FLAGS if f != "-march=native"]
+    errors = []
+    for flags in (_FLAGS + ["-fopenmp"], _FLAGS, portable):  # the fastest build the compiler takes
+        try:
+            so = _compile(cc, flags, root)
+            break
+        except (OSError, subprocess.SubprocessError) as e:
+            errors.append(str(e))
+    else:
+        raise OSError(errors[-1])
     lib = ctypes.CDLL(str(so))
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     for name in ("topk_rows_f32", "topk_rows_f64"):

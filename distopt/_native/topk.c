@@ -94,16 +94,16 @@ DEFINE_KTH_HIST(kth_hist_u64, uint64_t, kth_u64)
     const __m512i t = _mm512_set1_epi32((int)thr), step = _mm512_set1_epi64(8);      \
     for (; j + 16 <= m; j += 16) {                                                   \
         __m512i v = _mm512_loadu_si512((const void *)(u + j));                       \
-        __mmask16 m = _mm512_cmpge_epu32_mask(v, t);                                 \
-        if (!m) continue;                                                            \
+        __mmask16 hit = _mm512_cmpge_epu32_mask(v, t);                               \
+        if (!hit) continue;                                                            \
         __m512i lo = _mm512_add_epi64(_mm512_set1_epi64(pos0 + j), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0)); \
         /* compress in registers, store whole vectors (a compress-store to memory is slow on \
          * some CPUs); the scratch rows have 16 entries of slack for the overhang */ \
-        _mm512_storeu_si512((void *)(cv + c), _mm512_maskz_compress_epi32(m, v));    \
-        _mm512_storeu_si512((void *)(cp + c), _mm512_maskz_compress_epi64((__mmask8)m, lo)); \
-        _mm512_storeu_si512((void *)(cp + c + __builtin_popcount(m & 0xff)),         \
-                            _mm512_maskz_compress_epi64((__mmask8)(m >> 8), _mm512_add_epi64(lo, step))); \
-        c += __builtin_popcount(m);                                                  \
+        _mm512_storeu_si512((void *)(cv + c), _mm512_maskz_compress_epi32(hit, v));    \
+        _mm512_storeu_si512((void *)(cp + c), _mm512_maskz_compress_epi64((__mmask8)hit, lo)); \
+        _mm512_storeu_si512((void *)(cp + c + __builtin_popcount(hit & 0xff)),         \
+                            _mm512_maskz_compress_epi64((__mmask8)(hit >> 8), _mm512_add_epi64(lo, step))); \
+        c += __builtin_popcount(hit);                                                \
     }
 #else
 #define VEC_U32
