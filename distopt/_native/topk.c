@@ -130,14 +130,32 @@ static void copy_out(void *dst, const void *src, int64_t bytes) {
 #endif
 }
 
+/* One row's inputs and outputs: r = a - b (b NULL: r = a), or EControl's r = eta c + (a - b)
+ * with c the error (specs/ef-family.md 3.11: D = C(eta e + g - h)); out = b + D (EF21's g + c,
+ * EControl's h + D) and eout = c + (a - b) - D (EControl's e), each optional. */
+#define DEFINE_ROWIO(T)                                                                         \
+    typedef struct { const T *a, *b, *c; T eta; T *out, *eout; } rowio_##T;                    \
+    static inline rowio_##T rowio_at_##T(const rowio_##T *o, int64_t off) {                   \
+        rowio_##T r = {o->a + off, o->b ? o->b + off : NULL, o->c ? o->c + off : NULL, o->eta,  \
+                       o->out ? o->out + off : NULL, o->eout ? o->eout + off : NULL};           \
+        return r;                                                                               \
+    }                                                                                           \
+    static inline T r_at_##T(const rowio_##T *o, int64_t j) {                                  \
+        if (o->c) return o->eta * o->c[j] + (o->a[j] - o->b[j]);                                \
+        return o->b ? o->a[j] - o->b[j] : o->a[j];                                              \
+    }
+
+DEFINE_ROWIO(float)
+DEFINE_ROWIO(double)
+
 /* The per-row phases, over the groups [g0, g1) of a row (G groups of gs, the last ragged):
- * SCAN   u = bits(|a - b|) (or |a|; kept in u unless u is NULL) and the group maxima; out = b
- *        there; returns the max u;
+ * SCAN   u = bits(|r|) (kept in u unless u is NULL) and the group maxima; out = b and
+ *        eout = c + (a - b) there; returns the max u;
  * GATHER the candidates u >= thr of the groups whose maximum reaches thr into (cv, cp)
  *        (REGATHER: recomputing u there, for a long row that kept none);
- * EMIT   the exact k-th largest of c candidates (quickselect on a copy at cv + c), then the
+ * EMIT   the exact k-th largest of nc candidates (quickselect on a copy at cv + nc), then the
  *        selection in ascending position -- ties at the k-th magnitude lowest first -- into
- *        (vals, idx), and out[j] = b[j] + r[j] there. */
+ *        (vals, idx), and there out += r, eout += -r (what torch's scatter_add of +-D gives). */
 /* the groups [g0, g1) of one row: u = bits(|r|) (KEEP: stored or not), their maxima, the top */
 #define SCAN_GROUPS(U, MAG, LOAD, KEEP)                                                         \
     for (int64_t g = g0; g < g1; g++) {                                                         \
@@ -154,34 +172,38 @@ static void copy_out(void *dst, const void *src, int64_t bytes) {
     }
 
 #define DEFINE_PHASES(T, U, KTH, COMPACT, MAG)                                                  \
-    static inline __attribute__((always_inline)) U scan_##T(const T *a, const T *b, T *out,   \
-            int64_t d, int64_t gs, int64_t g0, int64_t g1, U *u, U *gmax) {                     \
-        U top = 0; /* four loops, so that each vectorizes: with or without b, keeping u or not */ \
-        if (b && u) SCAN_GROUPS(U, MAG, T r = a[j] - b[j], u[j] = bits)                         \
+    static inline __attribute__((always_inline)) U scan_##T(const rowio_##T *o, int64_t d,    \
+            int64_t gs, int64_t g0, int64_t g1, U *u, U *gmax) {                                \
+        const T *a = o->a, *b = o->b, *c = o->c;                                                \
+        T eta = o->eta, *eo = o->eout;                                                          \
+        U top = 0; /* one loop per case, so that each vectorizes */                             \
+        if (c && u) SCAN_GROUPS(U, MAG, T dd = a[j] - b[j]; T r = eta * c[j] + dd; eo[j] = c[j] + dd, u[j] = bits) \
+        else if (c) SCAN_GROUPS(U, MAG, T dd = a[j] - b[j]; T r = eta * c[j] + dd; eo[j] = c[j] + dd, (void)0) \
+        else if (b && u) SCAN_GROUPS(U, MAG, T r = a[j] - b[j], u[j] = bits)                    \
         else if (b) SCAN_GROUPS(U, MAG, T r = a[j] - b[j], (void)0)                             \
         else if (u) SCAN_GROUPS(U, MAG, T r = a[j], u[j] = bits)                                \
         else SCAN_GROUPS(U, MAG, T r = a[j], (void)0)                                           \
-        if (out) {                                                                              \
+        if (o->out) {                                                                           \
             int64_t j0 = g0 * gs, j1 = g1 * gs < d ? g1 * gs : d;                               \
-            copy_out(out + j0, b + j0, sizeof(T) * (j1 - j0));                                  \
+            copy_out(o->out + j0, b + j0, sizeof(T) * (j1 - j0));                               \
         }                                                                                       \
         return top;                                                                             \
     }                                                                                           \
-    static inline __attribute__((always_inline)) int64_t gather_##T(const U *u, const U *gmax, int64_t d, int64_t gs, int64_t g0,     \
-                              int64_t g1, U thr, U *cv, int64_t *cp) {                          \
-        int64_t c = 0;                                                                          \
+    static inline __attribute__((always_inline)) int64_t gather_##T(const U *u, const U *gmax,  \
+            int64_t d, int64_t gs, int64_t g0, int64_t g1, U thr, U *cv, int64_t *cp) {         \
+        int64_t nc = 0;                                                                         \
         for (int64_t g = g0; g < g1; g++) {                                                     \
             if (gmax[g] < thr) continue;                                                        \
             int64_t j1 = (g + 1) * gs < d ? (g + 1) * gs : d;                                   \
-            c = COMPACT(u + g * gs, j1 - g * gs, g * gs, thr, cv, cp, c);                       \
+            nc = COMPACT(u + g * gs, j1 - g * gs, g * gs, thr, cv, cp, nc);                     \
         }                                                                                       \
-        return c;                                                                               \
+        return nc;                                                                              \
     }                                                                                           \
-    /* GATHER without a kept u (a long row): u recomputed from a, b piece by piece (a separate \
-     * function: the buffer slowed the kept-u loop above 3x when they shared one) */            \
-    static int64_t regather_##T(const T *a, const T *b, const U *gmax, int64_t d, int64_t gs,   \
+    /* GATHER without a kept u (a long row): u recomputed piece by piece (a separate function: \
+     * the buffer slowed the kept-u loop above 3x when they shared one) */                      \
+    static int64_t regather_##T(const rowio_##T *o, const U *gmax, int64_t d, int64_t gs,      \
                                 int64_t g0, int64_t g1, U thr, U *cv, int64_t *cp) {            \
-        int64_t c = 0;                                                                          \
+        int64_t nc = 0;                                                                         \
         U tmp[256];                                                                             \
         for (int64_t g = g0; g < g1; g++) {                                                     \
             if (gmax[g] < thr) continue;                                                        \
@@ -189,29 +211,30 @@ static void copy_out(void *dst, const void *src, int64_t bytes) {
             for (int64_t j0 = g * gs; j0 < j1; j0 += 256) {                                     \
                 int64_t m = j1 - j0 < 256 ? j1 - j0 : 256;                                      \
                 for (int64_t i = 0; i < m; i++) {                                               \
-                    T r = b ? a[j0 + i] - b[j0 + i] : a[j0 + i];                                \
+                    T r = r_at_##T(o, j0 + i);                                                  \
                     U bits; memcpy(&bits, &r, sizeof bits);                                     \
                     tmp[i] = bits & MAG;                                                        \
                 }                                                                               \
-                c = COMPACT(tmp, m, j0, thr, cv, cp, c);                                        \
+                nc = COMPACT(tmp, m, j0, thr, cv, cp, nc);                                      \
             }                                                                                   \
         }                                                                                       \
-        return c;                                                                               \
+        return nc;                                                                              \
     }                                                                                           \
-    static inline __attribute__((always_inline)) void emit_##T(const T *a, const T *b, T *out, U *cv, const int64_t *cp, int64_t c,   \
-                         int64_t k, T *vals, int64_t *idx) {                                    \
-        memcpy(cv + c, cv, sizeof(U) * c);                                                      \
-        U kth = KTH(cv + c, c, k);                                                              \
+    static inline __attribute__((always_inline)) void emit_##T(const rowio_##T *o, U *cv,     \
+            const int64_t *cp, int64_t nc, int64_t k, T *vals, int64_t *idx) {                  \
+        memcpy(cv + nc, cv, sizeof(U) * nc);                                                    \
+        U kth = KTH(cv + nc, nc, k);                                                            \
         int64_t need = k; /* ties at kth taken, lowest positions first */                       \
-        for (int64_t q = 0; q < c; q++) need -= cv[q] > kth;                                    \
-        int64_t o = 0;                                                                          \
-        for (int64_t q = 0; q < c; q++) {                                                       \
+        for (int64_t q = 0; q < nc; q++) need -= cv[q] > kth;                                   \
+        int64_t n = 0;                                                                          \
+        for (int64_t q = 0; q < nc; q++) {                                                      \
             if (cv[q] > kth || (cv[q] == kth && need-- > 0)) {                                  \
                 int64_t j = cp[q];                                                              \
-                T r = b ? a[j] - b[j] : a[j];                                                   \
-                vals[o] = r;                                                                    \
-                idx[o++] = j;                                                                   \
-                if (out) out[j] = b[j] + r;                                                     \
+                T r = r_at_##T(o, j);                                                           \
+                vals[n] = r;                                                                    \
+                idx[n++] = j;                                                                   \
+                if (o->out) o->out[j] = o->b[j] + r;                                            \
+                if (o->eout) o->eout[j] = o->eout[j] + (-r);                                    \
             }                                                                                   \
         }                                                                                       \
     }
@@ -224,8 +247,8 @@ static int64_t group_size(int64_t d, int64_t k) {
 
 /* Rows [r0, r1) one after another, each in cache: scan, bound, gather, emit. */
 #define DEFINE_BLOCK(T, U, BOUND, INF)                                                          \
-    static int block_##T(const T *a, const T *b, T *out, int64_t d, int64_t k, T *vals,         \
-                         int64_t *idx, uint8_t *bad, int64_t r0, int64_t r1) {                  \
+    static int block_##T(const rowio_##T *io, int64_t d, int64_t k, T *vals, int64_t *idx,     \
+                         uint8_t *bad, int64_t r0, int64_t r1) {                                \
         int64_t gs = group_size(d, k), G = (d + gs - 1) / gs;                                   \
         U *u = malloc(sizeof(U) * d);                  /* magnitudes of the row */              \
         U *gmax = malloc(sizeof(U) * 2 * G);           /* group maxima, scratch */              \
@@ -233,13 +256,12 @@ static int64_t group_size(int64_t d, int64_t k) {
         int64_t *cp = malloc(sizeof(int64_t) * (d + 16)); /* candidates' positions */           \
         int err = !u || !gmax || !cv || !cp;                                                    \
         for (int64_t i = r0; i < r1 && !err; i++) {                                             \
-            const T *ai = a + i * d, *bi = b ? b + i * d : NULL;                                \
-            T *oi = out ? out + i * d : NULL;                                                   \
-            U top = scan_##T(ai, bi, oi, d, gs, 0, G, u, gmax);                                 \
+            rowio_##T o = rowio_at_##T(io, i * d);                                              \
+            U top = scan_##T(&o, d, gs, 0, G, u, gmax);                                         \
             bad[i] = top >= INF;                                                                \
             U thr = BOUND(gmax, G, k, top, gmax + G); /* k groups, so k entries, reach thr */   \
-            int64_t c = gather_##T(u, gmax, d, gs, 0, G, thr, cv, cp);                          \
-            emit_##T(ai, bi, oi, cv, cp, c, k, vals + i * k, idx + i * k);                      \
+            int64_t nc = gather_##T(u, gmax, d, gs, 0, G, thr, cv, cp);                         \
+            emit_##T(&o, cv, cp, nc, k, vals + i * k, idx + i * k);                             \
         }                                                                                       \
         free(u); free(gmax); free(cv); free(cp);                                                \
         return err ? -1 : 0;                                                                    \
@@ -266,14 +288,17 @@ int distopt_openmp(void) { return 1; }
 int distopt_openmp(void) { return 0; }
 #endif
 
-/* Entry points: a stack's rows split evenly over the threads. */
+/* Entry points (a, b, c, eta, out, eout as in rowio; eta as a double, used in T as torch's
+ * scalar multiply does). topk_rows_*: a stack's rows split evenly over the threads. */
 #define DEFINE_ROWS(NAME, T)                                                                    \
-    int NAME(const T *a, const T *b, T *out, int64_t d, int64_t k, T *vals, int64_t *idx,       \
-             uint8_t *bad, int64_t r0, int64_t r1, int threads) {                               \
+    int NAME(const T *a, const T *b, const T *c, double eta, T *out, T *eout, int64_t d,        \
+             int64_t k, T *vals, int64_t *idx, uint8_t *bad, int64_t r0, int64_t r1,            \
+             int threads) {                                                                     \
+        rowio_##T io = {a, b, c, (T)eta, out, eout};                                            \
         int err = 0;                                                                            \
         PARALLEL(threads, {                                                                     \
             int64_t lo = r0 + (r1 - r0) * part / parts, hi = r0 + (r1 - r0) * (part + 1) / parts; \
-            if (block_##T(a, b, out, d, k, vals, idx, bad, lo, hi)) err = -1;                   \
+            if (block_##T(&io, d, k, vals, idx, bad, lo, hi)) err = -1;                         \
         })                                                                                      \
         return err;                                                                             \
     }
@@ -281,14 +306,15 @@ int distopt_openmp(void) { return 0; }
 DEFINE_ROWS(topk_rows_f32, float)
 DEFINE_ROWS(topk_rows_f64, double)
 
-/* One long row on ``threads`` threads (a DDP bucket, one vector of 10^7): each thread scans and
- * gathers its own range of groups; one thread takes the threshold from all the group maxima
- * between the two, and the k-th largest and the selection from the candidates after. */
+/* topk_row_*: one long row on ``threads`` threads (a DDP bucket, one vector of 10^7): each
+ * thread scans and gathers its own range of groups; one thread takes the threshold from all
+ * the group maxima between the two, and the k-th largest and the selection after. */
 #ifdef _OPENMP
 #define MAX_PARTS 64
 #define DEFINE_ROW(NAME, T, U, BOUND, INF)                                                      \
-    int NAME(const T *a, const T *b, T *out, int64_t d, int64_t k, T *vals, int64_t *idx,       \
-             uint8_t *bad, int threads) {                                                       \
+    int NAME(const T *a, const T *b, const T *c, double eta, T *out, T *eout, int64_t d,        \
+             int64_t k, T *vals, int64_t *idx, uint8_t *bad, int threads) {                     \
+        rowio_##T io = {a, b, c, (T)eta, out, eout};                                            \
         int64_t gs = group_size(d, k), G = (d + gs - 1) / gs;                                   \
         U *gmax = malloc(sizeof(U) * 2 * G); /* group maxima, scratch */                        \
         U *cv = malloc(sizeof(U) * (2 * d + 16));                                               \
@@ -303,7 +329,7 @@ DEFINE_ROWS(topk_rows_f64, double)
                 int p = omp_get_thread_num(), P = omp_get_num_threads();                        \
                 int64_t g0 = G * p / P, g1 = G * (p + 1) / P;                                   \
                 int64_t len = (g1 * gs < d ? g1 * gs : d) - g0 * gs;                            \
-                tops[p] = scan_##T(a, b, out, d, gs, g0, g1, NULL, gmax);                       \
+                tops[p] = scan_##T(&io, d, gs, g0, g1, NULL, gmax);                             \
                 pcv[p] = malloc(sizeof(U) * (len + 16));                                        \
                 pcp[p] = malloc(sizeof(int64_t) * (len + 16));                                  \
                 _Pragma("omp barrier")                                                          \
@@ -314,17 +340,17 @@ DEFINE_ROWS(topk_rows_f64, double)
                     thr = BOUND(gmax, G, k, top, gmax + G);                                     \
                 }                                                                               \
                 counts[p] = pcv[p] && pcp[p]                                                    \
-                    ? regather_##T(a, b, gmax, d, gs, g0, g1, thr, pcv[p], pcp[p]) : -1;         \
+                    ? regather_##T(&io, gmax, d, gs, g0, g1, thr, pcv[p], pcp[p]) : -1;          \
                 _Pragma("omp barrier")                                                          \
                 _Pragma("omp single") {                                                         \
-                    int64_t c = 0;                                                              \
+                    int64_t nc = 0;                                                             \
                     for (int q = 0; q < P && !err; q++) {                                       \
                         if (counts[q] < 0) { err = 1; break; }                                  \
-                        memcpy(cv + c, pcv[q], sizeof(U) * counts[q]);                          \
-                        memcpy(cp + c, pcp[q], sizeof(int64_t) * counts[q]);                    \
-                        c += counts[q];                                                         \
+                        memcpy(cv + nc, pcv[q], sizeof(U) * counts[q]);                         \
+                        memcpy(cp + nc, pcp[q], sizeof(int64_t) * counts[q]);                   \
+                        nc += counts[q];                                                        \
                     }                                                                           \
-                    if (!err) emit_##T(a, b, out, cv, cp, c, k, vals, idx);                     \
+                    if (!err) emit_##T(&io, cv, cp, nc, k, vals, idx);                          \
                 }                                                                               \
                 free(pcv[p]); free(pcp[p]);                                                     \
             }                                                                                   \
@@ -335,4 +361,3 @@ DEFINE_ROWS(topk_rows_f64, double)
 DEFINE_ROW(topk_row_f32, float, uint32_t, kth_hist_u32, 0x7f800000u)
 DEFINE_ROW(topk_row_f64, double, uint64_t, kth_hist_u64, 0x7ff0000000000000ull)
 #endif
-

@@ -118,6 +118,13 @@ class Compressor:
         deterministic, stateless compressors can offer it."""
         return None
 
+    def compress_error_shift(self, grad: Tensor, shift: Tensor, error: Tensor, eta: float, learn_shift: bool = True
+                             ) -> Optional[tuple[Payload, Optional[Tensor], Tensor]]:
+        """EControl's step from one fused kernel: (payload of D = compress(eta error + (grad -
+        shift)), shift + D (None unless ``learn_shift``), error + (grad - shift) - D), or None
+        where there is none (the caller composes the steps)."""
+        return None
+
     def bits(self, p: Payload) -> int:
         return payload_bits(p)
 

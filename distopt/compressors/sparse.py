@@ -402,23 +402,38 @@ class TopK(Compressor):
         """EF21's step in one native pass per row (distopt/_native), for a CPU stack ``[n, d]``
         or one long row ``[d]`` (a DDP bucket): the payload of Top-K(target - shift) and shift
         + its value, the same bits as the two-step form. None where the kernel does not apply."""
-        dim = target.dim()
-        if dim == 1 and target.shape[0] <= _SHORT_ROW:  # a short lone row: torch.topk's (cheap test first)
+        fused = self._fused(target, [shift], True)
+        return None if fused is None else (fused[0], fused[1])
+
+    def compress_error_shift(self, grad: Tensor, shift: Tensor, error: Tensor, eta: float, learn_shift: bool = True
+                             ) -> Optional[tuple[Payload, Optional[Tensor], Tensor]]:
+        """EControl's step in one native pass per row: D = Top-K(eta error + (grad - shift)),
+        shift + D, error + (grad - shift) - D, the same bits as the composed torch ops."""
+        return self._fused(grad, [shift, error], learn_shift, eta)
+
+    def _fused(self, a: Tensor, others: list, want_out: bool, eta: float = 0.0):
+        """The native kernel on ``a`` and ``others`` = [b] or [b, c] (same shape): (payload,
+        out or None, eout or None), or None where it does not apply."""
+        dim = a.dim()
+        if dim == 1 and a.shape[0] <= _SHORT_ROW:  # a short lone row: torch.topk's (cheap test first)
             return None
-        if dim not in (1, 2) or shift.shape != target.shape or shift.dtype != target.dtype:
+        if dim not in (1, 2) or any(t.shape != a.shape or t.dtype != a.dtype for t in others):
             return None
-        rows = target.reshape(-1, target.shape[-1])
+        rows = a.reshape(-1, a.shape[-1])
         d = rows.shape[1]
         k = self.k_for(d)
         if not _native_stack(rows, k):
             return None
-        shift_rows = shift.reshape(rows.shape).contiguous()
-        out = torch.empty_like(shift_rows)
-        vals, idx, bad = _native.topk_rows(rows.contiguous(), k, shift_rows, out)
+        b = others[0].reshape(rows.shape).contiguous()
+        c = others[1].reshape(rows.shape).contiguous() if len(others) > 1 else None
+        out = torch.empty_like(b) if want_out else None
+        eout = torch.empty_like(c) if c is not None else None
+        vals, idx, bad = _native.topk_rows(rows.contiguous(), k, b, out, c, eta, eout)
         if bool(bad.any()):  # name the first bad row, as compress would
-            check_finite(self.name, target - shift)
-        lead = target.shape[:-1]
-        return (vals.reshape(*lead, k), idx.to(_index_dtype(d)).reshape(*lead, k)), out.reshape(target.shape)
+            check_finite(self.name, a - others[0] if c is None else eta * others[1] + (a - others[0]))
+        lead = a.shape[:-1]
+        payload = (vals.reshape(*lead, k), idx.to(_index_dtype(d)).reshape(*lead, k))
+        return payload, *(None if t is None else t.reshape(a.shape) for t in (out, eout))
 
     def decompress(self, p, numel, rng=None, dtype=None) -> Tensor:
         vals, idx = p

@@ -118,6 +118,24 @@ def send_shift(codec: Compressor, target: Tensor, shift: Tensor, rng: Noise | No
     return sent, shift + sent.value, state
 
 
+def send_error_shift(codec: Compressor, grad: Tensor, shift: Tensor, error: Tensor, eta: float, rng: Noise | None,
+                     state: tuple = (), learn_shift: bool = True) -> tuple[Sent, Tensor, Tensor, tuple]:
+    """EControl's step (specs/ef-family.md 3.11): ``D = C(eta e + (g - h))``, sent; returns
+    (sent, e + (g - h) - D, h + D (h itself unless ``learn_shift``), codec state). A stateless
+    codec with a fused kernel (Top-K on CPU) does it in one pass per row, bit-identical to the
+    composed form below, which touches only the sent entries of e and h for Top-K."""
+    fused = codec.compress_error_shift(grad, shift, error, eta, learn_shift) if not state else None
+    if fused is not None:
+        payload, new_shift, new_error = fused
+        sent = Sent(payload, None, codec, decode=(grad.shape[-1], rng, grad.dtype), finite_checked=True)
+        return sent, new_error, new_shift if learn_shift else shift, state
+    diff = grad - shift
+    sent, state = send(codec, eta * error + diff, rng, state, lazy=True)
+    new_error = sent.add_to(error + diff, -1.0)
+    new_shift = sent.add_to(shift.clone(), 1.0) if learn_shift else shift
+    return sent, new_error, new_shift, state
+
+
 def send_plain(v: Tensor) -> Sent:
     """An uncompressed message (init rounds, gd)."""
     return Sent((v,), v, IDENTITY)

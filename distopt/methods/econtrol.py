@@ -20,7 +20,7 @@ from typing import ClassVar, Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from .base import Method, send, send_plain
+from .base import Method, send_error_shift, send_plain
 
 
 class EControlWorker(NamedTuple):
@@ -61,11 +61,8 @@ class EControl(Method):
         return self.server_step(agg0, EControlServer(torch.zeros_like(agg0)), lr)
 
     def worker_step(self, grad, state: EControlWorker, rng, lr):
-        diff = grad - state.h
-        sent, comp = send(self.compressor, self.eta * state.e + diff, rng, state.comp, lazy=True)
-        # e + diff - D and h + D; with Top-K only the k sent entries change (no dense D)
-        e = sent.add_to(state.e + diff, -1.0)
-        h = sent.add_to(state.h.clone(), 1.0) if self.learn_shift else state.h
+        sent, e, h, comp = send_error_shift(self.compressor, grad, state.h, state.e, self.eta, rng, state.comp,
+                                            self.learn_shift)
         return sent, EControlWorker(e, h, comp)
 
     def server_step(self, agg, state: EControlServer, lr):
