@@ -205,9 +205,8 @@ class Simulation(Driver):
             return torch.zeros_like(like)
         value = arr.values
         a = self.method.weights(arr.workers)
-        if a is None and isinstance(value, Sent):
-            return value.total() / self.n  # Top-K: n k entries, not n d
-        value = value.value if isinstance(value, Sent) else value
+        if isinstance(value, Sent):
+            return value.total(a) / self.n  # Top-K: n k entries, not n d
         if a is not None:
             value = value * a.to(value.dtype).unsqueeze(1)
         return value.sum(0) / self.n

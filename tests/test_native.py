@@ -246,3 +246,15 @@ def test_fused_econtrol_step_is_bit_identical_to_the_composed_form(dtype, shape,
         assert all(torch.equal(p, q) for p, q in zip(sent.payload, ref.payload)), spec
         assert torch.equal(W.e, W_ref.e) and torch.equal(W.h, W_ref.h), spec
         assert torch.equal(sent.value, ref.value)
+
+
+def test_weighted_total_of_a_lazy_message_matches_the_dense_sum():
+    """EF21-W's aggregation sum_i a_i value_i straight from a Top-K payload."""
+    g = torch.Generator().manual_seed(4)
+    G, H = torch.randn(30, 5000, generator=g, dtype=torch.float64), torch.randn(30, 5000, generator=g, dtype=torch.float64)
+    sent, _, _ = send_shift(make("topk:k=50"), G, H, None)
+    w = torch.rand(30, generator=g, dtype=torch.float64) + 0.5
+    dense = (sent.value * w.unsqueeze(1)).sum(0)
+    assert torch.allclose(sent.total(w), dense, rtol=0, atol=1e-12)
+    assert torch.allclose(sent.total(), sent.value.sum(0), rtol=0, atol=1e-12)
+    assert not torch.allclose(sent.total(w), sent.total(), atol=1e-3)  # the weights act

@@ -442,9 +442,14 @@ class TopK(Compressor):
         return out if dtype is None else out.to(dtype)
 
     def decompress_add(self, out, p, numel, rng=None, scale=1.0):
+        """``scale``: a number, or one per row ``[n]`` of a stacked payload (weighted sums)."""
         vals, idx = p
-        v = vals.reshape(-1).to(out.dtype)
-        return out.index_add_(0, idx.reshape(-1).to(torch.int64), v if scale == 1.0 else v * scale)
+        v = vals.to(out.dtype)
+        if isinstance(scale, Tensor):
+            v = v * scale.to(out.dtype).reshape(-1, 1)
+        elif scale != 1.0:
+            v = v * scale
+        return out.index_add_(0, idx.reshape(-1).to(torch.int64), v.reshape(-1))
 
     def add_into(self, out, p, numel, rng=None, scale=1.0):
         vals, idx = p  # out[i, idx[i]] += scale * vals[i]: the same sums as out + scale * decompress(p)

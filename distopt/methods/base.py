@@ -62,15 +62,17 @@ class Sent:
     def bits(self) -> int:
         return self.codec.bits(self.payload) + self.extra_bits
 
-    def total(self) -> Tensor:
-        """sum_i value_i over a stack's rows ``[d]``: from the payload (``decompress_add``, rows
-        added in order) for a row-sparse codec, decoded or not -- so every path to the same
-        message sums it the same way, to the bit -- else from the dense value."""
+    def total(self, weights: Optional[Tensor] = None) -> Tensor:
+        """sum_i a_i value_i over a stack's rows ``[d]`` (``weights`` a ``[n]``, default all 1):
+        from the payload (``decompress_add``, rows added in order) for a row-sparse codec,
+        decoded or not -- so every path to the same message sums it the same way, to the bit --
+        else from the dense value."""
         if not self.codec.row_sparse or self._decode is None:
-            return self.value.sum(0)
+            v = self.value
+            return (v if weights is None else v * weights.to(v.dtype).unsqueeze(1)).sum(0)
         numel, rng, dtype = self._decode
         out = torch.zeros(numel, dtype=dtype, device=self.payload[0].device)
-        return self.codec.decompress_add(out, self.payload, numel, rng)
+        return self.codec.decompress_add(out, self.payload, numel, rng, 1.0 if weights is None else weights)
 
     def add_to(self, out: Tensor, scale: float = 1.0) -> Tensor:
         """``out += scale * value`` in place (``out`` shaped like ``value``); a row-sparse
