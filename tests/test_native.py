@@ -258,3 +258,24 @@ def test_weighted_total_of_a_lazy_message_matches_the_dense_sum():
     assert torch.allclose(sent.total(w), dense, rtol=0, atol=1e-12)
     assert torch.allclose(sent.total(), sent.value.sum(0), rtol=0, atol=1e-12)
     assert not torch.allclose(sent.total(w), sent.total(), atol=1e-3)  # the weights act
+
+
+def test_a_build_without_openmp_runs_rows_on_a_thread_pool(monkeypatch, tmp_path):
+    """Compilers without OpenMP (e.g. Apple clang): blocks of rows go to a Python thread pool,
+    lone rows to the torch path, with the same sets."""
+    monkeypatch.setattr(_native, "_lib", None)
+    monkeypatch.setattr(_native, "_tried", False)
+    monkeypatch.setenv("DISTOPT_CACHE", str(tmp_path))
+    real = _native._compile
+    monkeypatch.setattr(_native, "_compile", lambda cc, flags, root: real(cc, [f for f in flags if f != "-fopenmp"], root))
+    assert _native.available() and not _native.parallel_row()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    x = _hard_stack(torch.float64, n=12, d=8000)
+    b = torch.randn(12, 8000, dtype=torch.float64)
+    vals, idx, _ = _native.topk_rows(x, 60)
+    assert torch.equal(idx, _definition(x, 60))
+    out = torch.empty_like(b)
+    vals, idx, _ = _native.topk_rows(x, 60, b, out)
+    assert torch.equal(idx, _definition(x - b, 60))
+    assert torch.equal(out, b + torch.zeros_like(b).scatter_(1, idx, (x - b).gather(1, idx)))
+    assert not sparse._native_stack(torch.randn(1, 100_000), 10)  # a lone long row: torch path
