@@ -46,6 +46,7 @@ from distopt._alloc import keep_freed_memory
 from distopt._spec import parse
 from distopt.compressors import make as make_compressor
 from distopt.methods import Method, Sent, make as make_method, send
+from distopt.methods.base import weighted_sum
 from distopt.noise import STREAM_PARTICIPATION, Noise, uniform
 
 from .clock import StragglerClock, make_clock
@@ -207,9 +208,7 @@ class Simulation(Driver):
         a = self.method.weights(arr.workers)
         if isinstance(value, Sent):
             return value.total(a) / self.n  # Top-K: n k entries, not n d
-        if a is not None:
-            value = value * a.to(value.dtype).unsqueeze(1)
-        return value.sum(0) / self.n
+        return weighted_sum(value, a) / self.n
 
     def _participants(self, t: int) -> Tensor:
         if self.cfg.participation >= 1.0 or t == 0:

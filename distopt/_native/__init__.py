@@ -116,14 +116,13 @@ def _load() -> Optional[ctypes.CDLL]:
     global _lib, _tried
     if _tried:
         return _lib
-    with _lock:
+    with _lock:  # (reached only through available(), which has checked DISTOPT_NATIVE)
         if not _tried:
-            if os.environ.get("DISTOPT_NATIVE", "1") != "0":
-                try:
-                    _lib = _build()
-                except (OSError, subprocess.SubprocessError) as e:
-                    warnings.warn(f"distopt: native Top-K kernel unavailable ({e}); using the PyTorch path "
-                                  "(install a C compiler, or set DISTOPT_NATIVE=0 to silence this)", RuntimeWarning)
+            try:
+                _lib = _build()
+            except (OSError, subprocess.SubprocessError) as e:
+                warnings.warn(f"distopt: native Top-K kernel unavailable ({e}); using the PyTorch path "
+                              "(install a C compiler, or set DISTOPT_NATIVE=0 to silence this)", RuntimeWarning)
             _tried = True
     return _lib
 

@@ -68,8 +68,7 @@ class Sent:
         decoded or not -- so every path to the same message sums it the same way, to the bit --
         else from the dense value."""
         if not self.codec.row_sparse or self._decode is None:
-            v = self.value
-            return (v if weights is None else v * weights.to(v.dtype).unsqueeze(1)).sum(0)
+            return weighted_sum(self.value, weights)
         numel, rng, dtype = self._decode
         out = torch.zeros(numel, dtype=dtype, device=self.payload[0].device)
         return self.codec.decompress_add(out, self.payload, numel, rng, 1.0 if weights is None else weights)
@@ -87,6 +86,11 @@ class Sent:
 
     def __repr__(self) -> str:
         return f"Sent(codec={self.codec.spec}, bits={self.bits})"
+
+
+def weighted_sum(values: Tensor, weights: Optional[Tensor] = None) -> Tensor:
+    """sum_i a_i values_i over the rows of a dense ``[n, d]`` (``weights`` ``[n]``, default all 1)."""
+    return (values if weights is None else values * weights.to(values.dtype).unsqueeze(1)).sum(0)
 
 
 IDENTITY = Identity()
