@@ -181,47 +181,33 @@ static void copy_out(void *dst, const void *src, int64_t bytes) {
 /* out = b, but b + vals[q] at idx[q] (ascending), in one streaming pass: each line patched in
  * registers before it is stored (patching after streaming stores re-read k lines from memory).
  * The sums are the scalar b[j] + vals[q] of torch's scatter_add. */
-static void copy_patch_float(float *out, const float *b, int64_t d, const int64_t *idx, const float *vals, int64_t k) {
-    int64_t q = 0, j = 0;
 #if defined(__AVX512F__)
-    int64_t head = (int64_t)(((64 - ((uintptr_t)out & 63)) & 63) / sizeof(float));
-    for (head = head < d ? head : d; j < head; j++) out[j] = q < k && idx[q] == j ? b[j] + vals[q++] : b[j];
-    for (; j + 16 <= d; j += 16) {
-        __m512 v = _mm512_loadu_ps(b + j);
-        if (q < k && idx[q] < j + 16) {
-            __mmask16 at = 0;
-            int64_t q0 = q;
-            for (; q < k && idx[q] < j + 16; q++) at |= (__mmask16)(1u << (idx[q] - j));
-            __m512 add = _mm512_maskz_expand_ps(at, _mm512_maskz_loadu_ps((__mmask16)((1u << (q - q0)) - 1), vals + q0));
-            v = _mm512_mask_add_ps(v, at, v, add);
-        }
-        _mm512_stream_ps(out + j, v);
-    }
+#define PATCH_VEC(T, V, W, M, SFX)                                                             \
+    for (; j + W <= d; j += W) {                                                                \
+        V v = _mm512_loadu_##SFX(b + j);                                                        \
+        if (q < k && idx[q] < j + W) { /* this line holds selected entries: add them, masked */ \
+            M at = 0;                                                                           \
+            int64_t q0 = q;                                                                     \
+            for (; q < k && idx[q] < j + W; q++) at |= (M)(1u << (idx[q] - j));                 \
+            V add = _mm512_maskz_expand_##SFX(at, _mm512_maskz_loadu_##SFX((M)((1u << (q - q0)) - 1), vals + q0)); \
+            v = _mm512_mask_add_##SFX(v, at, v, add);                                           \
+        }                                                                                       \
+        _mm512_stream_##SFX(out + j, v);                                                        \
+    }                                                                                           \
     _mm_sfence();
+#else
+#define PATCH_VEC(T, V, W, M, SFX)
 #endif
-    for (; j < d; j++) out[j] = q < k && idx[q] == j ? b[j] + vals[q++] : b[j];
-}
-
-static void copy_patch_double(double *out, const double *b, int64_t d, const int64_t *idx, const double *vals, int64_t k) {
-    int64_t q = 0, j = 0;
-#if defined(__AVX512F__)
-    int64_t head = (int64_t)(((64 - ((uintptr_t)out & 63)) & 63) / sizeof(double));
-    for (head = head < d ? head : d; j < head; j++) out[j] = q < k && idx[q] == j ? b[j] + vals[q++] : b[j];
-    for (; j + 8 <= d; j += 8) {
-        __m512d v = _mm512_loadu_pd(b + j);
-        if (q < k && idx[q] < j + 8) {
-            __mmask8 at = 0;
-            int64_t q0 = q;
-            for (; q < k && idx[q] < j + 8; q++) at |= (__mmask8)(1u << (idx[q] - j));
-            __m512d add = _mm512_maskz_expand_pd(at, _mm512_maskz_loadu_pd((__mmask8)((1u << (q - q0)) - 1), vals + q0));
-            v = _mm512_mask_add_pd(v, at, v, add);
-        }
-        _mm512_stream_pd(out + j, v);
+#define DEFINE_COPY_PATCH(T, V, W, M, SFX)                                                      \
+    static void copy_patch_##T(T *out, const T *b, int64_t d, const int64_t *idx, const T *vals, int64_t k) { \
+        int64_t q = 0, j = 0; /* scalar up to out's first 64-byte line, then whole lines */     \
+        int64_t head = (int64_t)(((64 - ((uintptr_t)out & 63)) & 63) / sizeof(T));             \
+        for (head = head < d ? head : d; j < head; j++) out[j] = q < k && idx[q] == j ? b[j] + vals[q++] : b[j]; \
+        PATCH_VEC(T, V, W, M, SFX)                                                              \
+        for (; j < d; j++) out[j] = q < k && idx[q] == j ? b[j] + vals[q++] : b[j];            \
     }
-    _mm_sfence();
-#endif
-    for (; j < d; j++) out[j] = q < k && idx[q] == j ? b[j] + vals[q++] : b[j];
-}
+DEFINE_COPY_PATCH(float, __m512, 16, __mmask16, ps)
+DEFINE_COPY_PATCH(double, __m512d, 8, __mmask8, pd)
 
 /* One row's inputs and outputs: r = a - b (b NULL: r = a), or EControl's r = eta c + (a - b)
  * with c the error (specs/ef-family.md 3.11: D = C(eta e + g - h)); out = b + D (EF21's g + c,
