@@ -150,7 +150,7 @@ def topk_rows(a: Tensor, k: int, b: Optional[Tensor] = None, out: Optional[Tenso
     ``eout = c + (a - b) - D`` (each ``[n, d]``), bit for bit what the torch ops give. Needs CPU,
     contiguous float32/float64 ``[n, d]`` tensors of one dtype and 1 <= k < d. None when the
     kernels are unavailable (the caller takes the PyTorch path)."""
-    if not available():
+    if not available() or a.shape[-1] >= 1 << 32:  # (candidates' positions are 32-bit)
         return None
     n, d = a.shape
     if not 1 <= k < d:

@@ -29,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+typedef uint32_t cpos_t; /* a candidate's position in its row: rows shorter than 2^32 (the caller checks) */
+
 /* three-way quickselect: the k-th largest (1-based) of v[0..m), reordering v */
 #define DEFINE_KTH(NAME, U)                                                          \
     static U NAME(U *v, int64_t m, int64_t k) {                                      \
@@ -87,28 +89,27 @@ DEFINE_KTH_HIST(kth_hist_u64, uint64_t, kth_u64)
 /* Append the entries u[i] >= thr of u[0..m) (values to cv, positions pos0 + i to cp) after
  * the c already there; the new count. Branch-free; 16 at a time with AVX-512. */
 #define DEFINE_COMPACT(NAME, U, VEC)                                                 \
-    static int64_t NAME(const U *u, int64_t m, int64_t pos0, U thr, U *cv, int64_t *cp, int64_t c) { \
+    static int64_t NAME(const U *u, int64_t m, int64_t pos0, U thr, U *cv, cpos_t *cp, int64_t c) { \
         int64_t j = 0;                                                               \
         VEC                                                                          \
-        for (; j < m; j++) { cv[c] = u[j]; cp[c] = pos0 + j; c += u[j] >= thr; }    \
+        for (; j < m; j++) { cv[c] = u[j]; cp[c] = (cpos_t)(pos0 + j); c += u[j] >= thr; }    \
         return c;                                                                    \
     }
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define VEC_U32                                                                      \
-    const __m512i t = _mm512_set1_epi32((int)thr), step = _mm512_set1_epi64(8);      \
+    const __m512i t = _mm512_set1_epi32((int)thr);                                   \
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0); \
     for (; j + 16 <= m; j += 16) {                                                   \
         __m512i v = _mm512_loadu_si512((const void *)(u + j));                       \
         __mmask16 hit = _mm512_cmpge_epu32_mask(v, t);                               \
-        if (!hit) continue;                                                            \
-        __m512i lo = _mm512_add_epi64(_mm512_set1_epi64(pos0 + j), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0)); \
+        if (!hit) continue; /* (without this branch: as fast, more stores) */          \
+        __m512i at = _mm512_add_epi32(_mm512_set1_epi32((int)(pos0 + j)), lane);     \
         /* compress in registers, store whole vectors (a compress-store to memory is slow on \
          * some CPUs); the scratch rows have 16 entries of slack for the overhang */ \
         _mm512_storeu_si512((void *)(cv + c), _mm512_maskz_compress_epi32(hit, v));    \
-        _mm512_storeu_si512((void *)(cp + c), _mm512_maskz_compress_epi64((__mmask8)hit, lo)); \
-        _mm512_storeu_si512((void *)(cp + c + __builtin_popcount(hit & 0xff)),         \
-                            _mm512_maskz_compress_epi64((__mmask8)(hit >> 8), _mm512_add_epi64(lo, step))); \
+        _mm512_storeu_si512((void *)(cp + c), _mm512_maskz_compress_epi32(hit, at));   \
         c += __builtin_popcount(hit);                                                \
     }
 #else
@@ -269,7 +270,7 @@ DEFINE_ROWIO(double)
         return top;                                                                             \
     }                                                                                           \
     static inline __attribute__((always_inline)) int64_t gather_##T(const U *u, const U *gmax,  \
-            int64_t d, int64_t gs, int64_t g0, int64_t g1, U thr, U *cv, int64_t *cp) {         \
+            int64_t d, int64_t gs, int64_t g0, int64_t g1, U thr, U *cv, cpos_t *cp) {         \
         int64_t nc = 0;                                                                         \
         for (int64_t g = g0; g < g1; g++) {                                                     \
             if (gmax[g] < thr) continue;                                                        \
@@ -281,7 +282,7 @@ DEFINE_ROWIO(double)
     /* GATHER without a kept u (a long row): u recomputed piece by piece (a separate function: \
      * the buffer slowed the kept-u loop above 3x when they shared one) */                      \
     static int64_t regather_##T(const rowio_##T *o, const U *gmax, int64_t d, int64_t gs,      \
-                                int64_t g0, int64_t g1, U thr, U *cv, int64_t *cp) {            \
+                                int64_t g0, int64_t g1, U thr, U *cv, cpos_t *cp) {            \
         int64_t nc = 0;                                                                         \
         U tmp[256];                                                                             \
         for (int64_t g = g0; g < g1; g++) {                                                     \
@@ -300,7 +301,7 @@ DEFINE_ROWIO(double)
         return nc;                                                                              \
     }                                                                                           \
     static inline __attribute__((always_inline)) void emit_##T(const rowio_##T *o, U *cv,     \
-            const int64_t *cp, int64_t nc, int64_t k, T *vals, int64_t *idx) {                  \
+            const cpos_t *cp, int64_t nc, int64_t k, T *vals, int64_t *idx) {                  \
         U kth = KTH(cv, nc, k, cv + nc); /* cv untouched; scratch after it */                  \
         int64_t need = k; /* ties at kth taken, lowest positions first */                       \
         for (int64_t q = 0; q < nc; q++) need -= cv[q] > kth;                                   \
@@ -331,7 +332,7 @@ static int64_t group_size(int64_t d, int64_t k) {
         U *u = malloc(sizeof(U) * d);                  /* magnitudes of the row */              \
         U *gmax = malloc(sizeof(U) * (2 * G + 16));    /* group maxima, scratch; slack */              \
         U *cv = malloc(sizeof(U) * (2 * d + 16));      /* candidates, a copy; slack */          \
-        int64_t *cp = malloc(sizeof(int64_t) * (d + 16)); /* candidates' positions */           \
+        cpos_t *cp = malloc(sizeof(cpos_t) * (d + 16));   /* candidates' positions */           \
         int err = !u || !gmax || !cv || !cp;                                                    \
         for (int64_t i = r0; i < r1 && !err; i++) {                                             \
             rowio_##T o = rowio_at_##T(io, i * d);                                              \
@@ -399,10 +400,11 @@ DEFINE_ROWS(topk_rows_f64, double)
         int64_t gs = group_size(d, k), G = (d + gs - 1) / gs;                                   \
         U *gmax = malloc(sizeof(U) * (2 * G + 16)); /* group maxima, scratch; slack */                        \
         U *cv = malloc(sizeof(U) * (2 * d + 16));                                               \
-        int64_t *cp = malloc(sizeof(int64_t) * (d + 16));                                       \
+        cpos_t *cp = malloc(sizeof(cpos_t) * (d + 16));                                         \
         U tops[MAX_PARTS], thr = 0;                                                             \
         U *pcv[MAX_PARTS];                                                                      \
-        int64_t *pcp[MAX_PARTS], counts[MAX_PARTS];                                             \
+        cpos_t *pcp[MAX_PARTS];                                                                 \
+        int64_t counts[MAX_PARTS];                                             \
         int err = !gmax || !cv || !cp;                                                          \
         if (threads > MAX_PARTS) threads = MAX_PARTS;                                           \
         if (!err) {                                                                             \
@@ -412,7 +414,7 @@ DEFINE_ROWS(topk_rows_f64, double)
                 int64_t len = (g1 * gs < d ? g1 * gs : d) - g0 * gs;                            \
                 tops[p] = scan_##T(&io, d, gs, g0, g1, NULL, gmax);                             \
                 pcv[p] = malloc(sizeof(U) * (len + 16));                                        \
-                pcp[p] = malloc(sizeof(int64_t) * (len + 16));                                  \
+                pcp[p] = malloc(sizeof(cpos_t) * (len + 16));                                    \
                 _Pragma("omp barrier")                                                          \
                 _Pragma("omp single") {                                                         \
                     U top = 0;                                                                  \
@@ -428,7 +430,7 @@ DEFINE_ROWS(topk_rows_f64, double)
                     for (int q = 0; q < P && !err; q++) {                                       \
                         if (counts[q] < 0) { err = 1; break; }                                  \
                         memcpy(cv + nc, pcv[q], sizeof(U) * counts[q]);                         \
-                        memcpy(cp + nc, pcp[q], sizeof(int64_t) * counts[q]);                   \
+                        memcpy(cp + nc, pcp[q], sizeof(cpos_t) * counts[q]);                     \
                         nc += counts[q];                                                        \
                     }                                                                           \
                     if (!err) emit_##T(&io, cv, cp, nc, k, vals, idx);                          \
