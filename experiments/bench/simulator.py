@@ -18,18 +18,23 @@ one-round run's, per extra round (setup and round 0 are not rounds).
 Memory floor: a round must at least read each worker's data c_i and its EF21 state g_i
 (2 n d float32 values); at copy bandwidth (a copy of an [n, d] tensor moves 2 n d values)
 that takes one copy's time. The bandwidth is measured on a 4x larger tensor, beyond the
-last-level cache (a 40 MB copy partly hits this VM's 32 MB L3, and its time moved 1.2-2.2 ms
-between runs). Both a fresh-buffer copy (``clone``, what an out-of-place round pays) and a
-warm ``copy_`` are reported.
+last-level cache (a 40 MB copy partly hits this VM's 32 MB L3), as a fresh-buffer copy
+(``clone``, what an out-of-place round pays); a warm ``copy_`` is reported too.
+
+The two engines and the floor's copy run interleaved (``alternations`` times, each once per
+alternation, back to back): this VM's memory bandwidth drifts by up to 1.5x over seconds with
+its neighbours' load, so the speedup and round / floor are taken per alternation and the
+median (and range) printed.
 """
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from experiments.bench.timing import median_time
+from experiments.bench.timing import interleaved_times, median_time
 from experiments.report import atomic_write_json, format_table
 from simulator.engine import RunConfig, Simulation
 from simulator.oracles import QuadraticOracle
@@ -40,19 +45,17 @@ def _oracle(n: int, d: int, seed: int = 0) -> QuadraticOracle:
     return QuadraticOracle(torch.randn(n, d, generator=g, dtype=torch.float32))
 
 
-def _rounds_per_s(oracle, workers: str, rounds: int, short: int = 1) -> float:
-    """Steady-state rounds per second: the time of a ``rounds``-round run minus that of a
-    ``short``-round one, per extra round -- so what both runs share (building the simulation,
-    round 0's uncompressed initialisation, the final evaluation) is not charged to rounds."""
+def _run(oracle, workers: str, rounds: int):
+    """A ``rounds``-round run of EF21 + Top-K, as a thunk (for interleaved timing)."""
     cfg = dict(method="ef21", compressor="topk:ratio=0.01", lr=0.5, progress=False, eval_every=10**9)
+    return lambda: Simulation(oracle, RunConfig(rounds=rounds, workers=workers, **cfg)).run()
 
-    def run(r: int) -> float:
-        t0 = time.perf_counter()
-        Simulation(oracle, RunConfig(rounds=r, workers=workers, **cfg)).run()
-        return time.perf_counter() - t0
 
-    run(short + 1)  # warm-up
-    return (rounds - short) / (run(rounds) - run(short))
+def _steady(times: dict[str, list[float]], name: str, rounds: int, short: int = 1) -> list[float]:
+    """Steady-state seconds per round in each alternation: a ``rounds``-round run's time minus a
+    ``short``-round one's, per extra round -- so what both runs share (building the simulation,
+    round 0's uncompressed initialisation, the final evaluation) is not charged to rounds."""
+    return [(a - b) / (rounds - short) for a, b in zip(times[name + " long"], times[name + " short"])]
 
 
 def _round_breakdown(oracle, rounds: int = 5) -> dict[str, float]:
@@ -90,7 +93,8 @@ def _round_breakdown(oracle, rounds: int = 5) -> dict[str, float]:
     return {k: 1e3 * sorted(v[1:])[len(v[1:]) // 2] for k, v in phases.items()}
 
 
-def main(d: int | None = None, repeat: int | None = None, out: str | None = None, n: int = 1000) -> int:
+def main(d: int | None = None, repeat: int | None = None, out: str | None = None, n: int = 1000,
+         alternations: int = 5) -> int:
     from distopt._alloc import keep_freed_memory
 
     keep_freed_memory()  # both engines run under the same allocator setting
@@ -101,14 +105,27 @@ def main(d: int | None = None, repeat: int | None = None, out: str | None = None
 
     print(f"EF21 + topk:ratio=0.01, n = {n} workers, d = {d:,}, float32, {torch.get_num_threads()} threads, "
           f"native Top-K kernel: {'on' if _native.available() else 'off (PyTorch path)'}")
-    vec = _rounds_per_s(oracle, "vectorized", rounds + 1)
-    loop = _rounds_per_s(oracle, "loop", max(3, rounds // 5) + 1)
+    # the two engines and the copy that sets the memory floor, interleaved: every alternation
+    # times each once, back to back, so the VM's drifting memory bandwidth (neighbours) hits
+    # all three alike; ratios are per alternation, then the median
+    r_vec, r_loop = rounds + 1, max(3, rounds // 5) + 1
+    state = torch.randn(4 * n, d)  # copy bandwidth on 4x the state: beyond the last-level cache
+    times = interleaved_times({
+        "vectorized long": _run(oracle, "vectorized", r_vec), "vectorized short": _run(oracle, "vectorized", 1),
+        "loop long": _run(oracle, "loop", r_loop), "loop short": _run(oracle, "loop", 1),
+        "clone": lambda: state.clone()}, alternations)
+    del state
+    per_vec, per_loop = _steady(times, "vectorized", r_vec), _steady(times, "loop", r_loop)
+    per_floor = [t / 4 for t in times["clone"]]
+    speedups = sorted(lv / v for v, lv in zip(per_vec, per_loop))
+    floors = sorted(v / f for v, f in zip(per_vec, per_floor))
+    t_round = statistics.median(per_vec)
+    vec, loop = 1.0 / t_round, 1.0 / statistics.median(per_loop)
     parts = _round_breakdown(oracle)
     print("where a vectorized round goes (median ms per phase): "
           + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
     # Top-K alone on the stack of differences a round compresses: ours vs torch.topk
     from distopt.compressors import make as make_compressor
-    from experiments.bench.timing import interleaved_times
 
     stack = torch.randn(n, d, generator=torch.Generator().manual_seed(2))
     topk = make_compressor("topk:ratio=0.01")
@@ -119,24 +136,21 @@ def main(d: int | None = None, repeat: int | None = None, out: str | None = None
     t_ours, t_torch = min(tt["ours"]), min(tt["torch"])
     print(f"Top-K alone on the [{n}, {d}] stack (k = {k} per row): ours {1e3 * t_ours:.1f} ms, torch.topk "
           f"{1e3 * t_torch:.1f} ms ({t_torch / t_ours:.2f}x), same sets: {same}")
-    # copy bandwidth on 4x the state (160 MB at the default size: beyond the last-level cache,
-    # which a 40 MB copy partly hits, so the floor is memory's, not the cache's), per [n, d]
-    state = torch.randn(4 * n, d)
-    t_clone = median_time(lambda: state.clone(), 7) / 4
-    buf = torch.empty_like(state)
+    t_clone = statistics.median(per_floor)
+    buf, state = torch.empty(4 * n, d), torch.randn(4 * n, d)
     t_copy = median_time(lambda: buf.copy_(state), 7) / 4
     del state, buf
-    t_round = 1.0 / vec
     rows = [
         {"engine": "vectorized (ours)", "rounds/s": vec, "ms/round": 1e3 * t_round},
         {"engine": "per-worker Python loop", "rounds/s": loop, "ms/round": 1e3 / loop},
     ]
     print(format_table(rows))
-    speedup = vec / loop
-    print(f"\nspeedup vectorized / loop: {speedup:.1f}x (target >= 30x)")
+    speedup = statistics.median(speedups)
+    print(f"\nspeedup vectorized / loop: {speedup:.1f}x, median of {alternations} interleaved alternations "
+          f"(range {speedups[0]:.1f}-{speedups[-1]:.1f}x; target >= 30x)")
     print(f"memory floor (read c and g once = one copy of [n, d]): clone {1e3 * t_clone:.2f} ms, warm copy_ "
-          f"{1e3 * t_copy:.2f} ms; round / floor = {t_round / t_clone:.2f}x (clone), {t_round / t_copy:.2f}x (warm copy_) "
-          "(target within 5x)")
+          f"{1e3 * t_copy:.2f} ms; round / floor = {statistics.median(floors):.2f}x (clone; range "
+          f"{floors[0]:.2f}-{floors[-1]:.2f}x), {t_round / t_copy:.2f}x (warm copy_) (target within 5x)")
     # the 10,000-worker run
     big = _oracle(10_000, 1000, seed=1)
     t0 = time.perf_counter()
@@ -148,8 +162,8 @@ def main(d: int | None = None, repeat: int | None = None, out: str | None = None
           f"final ||grad||^2 {hist.last['grad_norm_sq']:.3g}")
     if out:
         atomic_write_json(Path(out) / "bench_simulator.json", {
-            "n": n, "d": d, "rows": rows, "speedup": speedup, "clone_ms": 1e3 * t_clone, "copy_ms": 1e3 * t_copy,
+            "n": n, "d": d, "rows": rows, "speedup": speedup, "speedup_range": [speedups[0], speedups[-1]], "clone_ms": 1e3 * t_clone, "copy_ms": 1e3 * t_copy,
             "round_phases_ms": parts, "topk_stack_ms": 1e3 * t_ours, "torch_topk_stack_ms": 1e3 * t_torch, "topk_same_sets": same,
-            "round_over_floor_clone": t_round / t_clone, "round_over_floor_copy": t_round / t_copy,
+            "round_over_floor_clone": statistics.median(floors), "round_over_floor_range": [floors[0], floors[-1]], "round_over_floor_copy": t_round / t_copy,
             "big_run_s": t_big, "big_run_finished": ok})
     return 0
