@@ -51,6 +51,12 @@ def _run(oracle, workers: str, rounds: int):
     return lambda: Simulation(oracle, RunConfig(rounds=rounds, workers=workers, **cfg)).run()
 
 
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def _steady(times: dict[str, list[float]], name: str, rounds: int, short: int = 1) -> list[float]:
     """Steady-state seconds per round in each alternation: a ``rounds``-round run's time minus a
     ``short``-round one's, per extra round -- so what both runs share (building the simulation,
@@ -110,13 +116,18 @@ def main(d: int | None = None, repeat: int | None = None, out: str | None = None
     # all three alike; ratios are per alternation, then the median
     r_vec, r_loop = rounds + 1, max(3, rounds // 5) + 1
     state = torch.randn(4 * n, d)  # copy bandwidth on 4x the state: beyond the last-level cache
+    clones: list[float] = []
+
+    def floor_copy():  # the best of 3 clones (one that page-faults fresh heap is not the floor)
+        clones.append(min(_timed(state.clone) for _ in range(3)) / 4)
+
     times = interleaved_times({
         "vectorized long": _run(oracle, "vectorized", r_vec), "vectorized short": _run(oracle, "vectorized", 1),
         "loop long": _run(oracle, "loop", r_loop), "loop short": _run(oracle, "loop", 1),
-        "clone": lambda: state.clone()}, alternations)
+        "floor": floor_copy}, alternations)
     del state
     per_vec, per_loop = _steady(times, "vectorized", r_vec), _steady(times, "loop", r_loop)
-    per_floor = [t / 4 for t in times["clone"]]
+    per_floor = clones[-alternations:]  # (the first call was the warm-up)
     speedups = sorted(lv / v for v, lv in zip(per_vec, per_loop))
     floors = sorted(v / f for v, f in zip(per_vec, per_floor))
     t_round = statistics.median(per_vec)
