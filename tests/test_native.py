@@ -279,3 +279,28 @@ def test_a_build_without_openmp_runs_rows_on_a_thread_pool(monkeypatch, tmp_path
     assert torch.equal(idx, _definition(x - b, 60))
     assert torch.equal(out, b + torch.zeros_like(b).scatter_(1, idx, (x - b).gather(1, idx)))
     assert not sparse._native_stack(torch.randn(1, 100_000), 10)  # a lone long row: torch path
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_portable_build_without_avx512_selects_the_same_sets(dtype, monkeypatch, tmp_path):
+    """The fallback build (no -march=native: on x86-64 no AVX-512, so the histogram threshold,
+    the scalar compaction and the scalar copy) selects the same sets, and its fused step is
+    bit-identical too -- the paths this machine's own build never takes."""
+    monkeypatch.setattr(_native, "_lib", None)
+    monkeypatch.setattr(_native, "_tried", False)
+    monkeypatch.setenv("DISTOPT_CACHE", str(tmp_path))
+    real = _native._compile
+    monkeypatch.setattr(_native, "_compile", lambda cc, flags, root: real(cc, [f for f in flags if f != "-march=native"], root))
+    assert _native.available()
+    x = _hard_stack(dtype, n=16, d=5000)
+    b = torch.randn(16, 5000, dtype=dtype)
+    for k in (1, 50, 700):
+        assert torch.equal(_native.topk_rows(x, k)[1], _definition(x, k))
+        out = torch.empty_like(b)
+        vals, idx, _ = _native.topk_rows(x, k, b, out)
+        assert torch.equal(idx, _definition(x - b, k))
+        assert torch.equal(out, b.clone().scatter_add_(1, idx, (x - b).gather(1, idx)))
+    if _native.parallel_row():  # one long row over 2 threads
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+        row = torch.randn(1, 200_000, dtype=dtype)
+        assert torch.equal(_native.topk_rows(row, 999)[1], _definition(row, 999))
