@@ -221,8 +221,8 @@ class LNNLinkLoad:
         """One-step-ahead load predictions for the monitored link over the online phase.
         LTC (adaptive learning): after each new observation, one Adam step (its moments kept
         across steps) on the newest ``online_batch`` windows -- continuous adaptation, no
-        retraining. LSTM (incremental
-        learning): weights frozen between refits every ``refit_every`` steps."""
+        retraining. LSTM (incremental learning): weights frozen between refits every
+        ``refit_every`` steps."""
         x = self.stream(failed)
         p = {k: v.detach().clone().requires_grad_(self.model == "ltc") for k, v in params.items()}
         opt = torch.optim.Adam(p.values(), lr=self.online_lr) if self.model == "ltc" else None  # moments persist
