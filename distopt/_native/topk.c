@@ -335,7 +335,7 @@ static int64_t group_size(int64_t d, int64_t k) {
                          uint8_t *bad, int64_t r0, int64_t r1) {                                \
         int64_t gs = group_size(d, k), G = (d + gs - 1) / gs;                                   \
         U *u = malloc(sizeof(U) * d);                  /* magnitudes of the row */              \
-        U *gmax = malloc(sizeof(U) * (2 * G + 16));    /* group maxima, scratch; slack */              \
+        U *gmax = malloc(sizeof(U) * (2 * G + 16));    /* group maxima, scratch; slack */       \
         U *cv = malloc(sizeof(U) * (2 * d + 16));      /* candidates, a copy; slack */          \
         cpos_t *cp = malloc(sizeof(cpos_t) * (d + 16));   /* candidates' positions */           \
         int err = !u || !gmax || !cv || !cp;                                                    \
@@ -405,13 +405,13 @@ DEFINE_ROWS(topk_rows_f64, double)
              int64_t k, T *vals, int64_t *idx, uint8_t *bad, int threads) {                     \
         rowio_##T io = {a, b, c, (T)eta, out, eout};                                            \
         int64_t gs = group_size(d, k), G = (d + gs - 1) / gs;                                   \
-        U *gmax = malloc(sizeof(U) * (2 * G + 16)); /* group maxima, scratch; slack */                        \
+        U *gmax = malloc(sizeof(U) * (2 * G + 16)); /* group maxima, scratch; slack */          \
         U *cv = malloc(sizeof(U) * (2 * d + 16));                                               \
         cpos_t *cp = malloc(sizeof(cpos_t) * (d + 16));                                         \
         U tops[MAX_PARTS], thr = 0;                                                             \
         U *pcv[MAX_PARTS];                                                                      \
         cpos_t *pcp[MAX_PARTS];                                                                 \
-        int64_t counts[MAX_PARTS];                                             \
+        int64_t counts[MAX_PARTS];                                                              \
         int err = !gmax || !cv || !cp;                                                          \
         if (threads > MAX_PARTS) threads = MAX_PARTS;                                           \
         if (!err) {                                                                             \
