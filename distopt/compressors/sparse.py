@@ -157,8 +157,8 @@ def _native_stack(x: Tensor, k: int) -> bool:
     """Whether :func:`topk_select` takes the native kernel (distopt/_native, same sets): on CPU,
     float32/float64, k < d, when the kernel is built, for a stack (2+ rows, at least 2^16
     entries) or one row longer than _SHORT_ROW whose groups the kernel can split over threads
-    (an OpenMP build). Measured, 2 threads: a 1000 x 10^4 stack (k = 100) 4.0 ms vs 16 ms on
-    the torch path below; one row of 10^7 (k = 10^5) 6-7 ms vs ~10 ms (in a warm process)."""
+    (an OpenMP build). Measured, 2 threads: a 1000 x 10^4 stack (k = 100) 3.1-3.8 ms vs 16 ms on
+    the torch path below; one row of 10^7 (k = 10^5) 6-8 ms vs ~10 ms (in a warm process)."""
     n, d = x.shape
     if k >= d or (d <= _SHORT_ROW if n == 1 else n * d < 1 << 16):  # cheap tests first: lone short rows are common
         return False
