@@ -98,7 +98,7 @@ def _build() -> ctypes.CDLL:
         raise OSError(errors[-1])
     lib = ctypes.CDLL(str(so))
     p, i64 = ctypes.c_void_p, ctypes.c_int64
-    io = [p, p, p, ctypes.c_double, p, p, i64, i64, p, p, p]  # a b c eta out eout d k vals idx bad
+    io = [p, p, p, ctypes.c_double, ctypes.c_double, p, p, i64, i64, p, p, p]  # a b c eta sa out eout d k vals idx bad
     for name in ("topk_rows_f32", "topk_rows_f64"):
         fn = getattr(lib, name)
         fn.argtypes = io + [i64, i64, ctypes.c_int]
@@ -142,12 +142,13 @@ def _ptr(t: Optional[Tensor]) -> Optional[int]:
 
 
 def topk_rows(a: Tensor, k: int, b: Optional[Tensor] = None, out: Optional[Tensor] = None,
-              c: Optional[Tensor] = None, eta: float = 0.0, eout: Optional[Tensor] = None
+              c: Optional[Tensor] = None, eta: float = 0.0, eout: Optional[Tensor] = None, scale: float = 1.0
               ) -> Optional[tuple[Tensor, Tensor, Tensor]]:
     """(values ``[n, k]``, indices ``[n, k]`` int64 ascending, non-finite flags ``[n]`` bool) of
     the top-k D of each row of ``r = a - b`` (``b`` None: ``r = a``; with the error ``c``,
-    EControl's ``r = eta c + (a - b)``), and, where given, ``out = b + D`` and
-    ``eout = c + (a - b) - D`` (each ``[n, d]``), bit for bit what the torch ops give. Needs CPU,
+    EControl's ``r = eta c + (a - b)``; with ``c`` and no ``b``, EF14's ``r = eta c + scale a``),
+    and, where given, ``out = b + D`` and ``eout = c + (a - b) - D`` (``c + scale a - D`` without
+    ``b``; each ``[n, d]``), bit for bit what the torch ops give. Needs CPU,
     contiguous float32/float64 ``[n, d]`` tensors of one dtype and 1 <= k < d. None when the
     kernels are unavailable (the caller takes the PyTorch path)."""
     if not available() or a.shape[-1] >= 1 << 32:  # (candidates' positions are 32-bit)
@@ -158,8 +159,8 @@ def topk_rows(a: Tensor, k: int, b: Optional[Tensor] = None, out: Optional[Tenso
     for t in (a, b, out, c, eout):
         if t is not None and (t.device.type != "cpu" or t.dtype != a.dtype or not t.is_contiguous() or t.shape != a.shape):
             raise ValueError("topk_rows: a, b, c, out and eout must be contiguous CPU tensors of one shape and dtype")
-    if (out is not None or c is not None) and b is None:
-        raise ValueError("topk_rows: out = b + D and the error c need b")
+    if out is not None and b is None:
+        raise ValueError("topk_rows: out = b + D needs b")
     if eout is not None and c is None:
         raise ValueError("topk_rows: eout = c + (a - b) - D needs c")
     fn = {torch.float32: _lib.topk_rows_f32, torch.float64: _lib.topk_rows_f64}.get(a.dtype)
@@ -168,7 +169,7 @@ def topk_rows(a: Tensor, k: int, b: Optional[Tensor] = None, out: Optional[Tenso
     vals = torch.empty(n, k, dtype=a.dtype)
     idx = torch.empty(n, k, dtype=torch.int64)
     bad = torch.empty(n, dtype=torch.uint8)
-    args = (_ptr(a), _ptr(b), _ptr(c), float(eta), _ptr(out), _ptr(eout), d, k, _ptr(vals), _ptr(idx), _ptr(bad))
+    args = (_ptr(a), _ptr(b), _ptr(c), float(eta), float(scale), _ptr(out), _ptr(eout), d, k, _ptr(vals), _ptr(idx), _ptr(bad))
     if n == 1 and _lib.distopt_openmp():  # one row: its groups split over the threads
         threads = max(1, min(torch.get_num_threads(), d // (1 << 16) or 1))
         fn = {torch.float32: _lib.topk_row_f32, torch.float64: _lib.topk_row_f64}[a.dtype]

@@ -7,6 +7,9 @@
  *     out[i, :]  = b_i + scatter(idx_i, vals_i)      (EF21's g_i + c_i; optional)
  *     bad[i]     = 1 if row i of r holds a NaN or an inf
  *
+ * With the error c: r = eta c + (a - b) and eout = c + (a - b) - D (EControl), or, without b,
+ * r = eta c + sa a and eout = c + sa a - D (EF14 with eta = 1, sa = lr: p = e + lr g, e = p - D).
+ *
  * Magnitudes are ranked by the bit patterns of |r| (for non-negative IEEE floats, integer order
  * is float order; NaN ranks above inf), as the torch path ranks them.
  *
@@ -217,16 +220,18 @@ DEFINE_COPY_PATCH(double, __m512d, 8, __mmask8, pd)
 
 /* One row's inputs and outputs: r = a - b (b NULL: r = a), or EControl's r = eta c + (a - b)
  * with c the error (specs/ef-family.md 3.11: D = C(eta e + g - h)); out = b + D (EF21's g + c,
- * EControl's h + D) and eout = c + (a - b) - D (EControl's e), each optional. */
+ * EControl's h + D) and eout = c + (a - b) - D (EControl's e), each optional. With c and no b:
+ * r = eta c + sa a, eout = c + sa a - D (EF14, 3.2: p = e + lr g, D = C(p), e = p - D; eta = 1,
+ * so eta c is c to the bit). sa is used there only. */
 #define DEFINE_ROWIO(T)                                                                         \
-    typedef struct { const T *a, *b, *c; T eta; T *out, *eout; } rowio_##T;                    \
+    typedef struct { const T *a, *b, *c; T eta, sa; T *out, *eout; } rowio_##T;                \
     static inline rowio_##T rowio_at_##T(const rowio_##T *o, int64_t off) {                   \
-        rowio_##T r = {o->a + off, o->b ? o->b + off : NULL, o->c ? o->c + off : NULL, o->eta,  \
+        rowio_##T r = {o->a + off, o->b ? o->b + off : NULL, o->c ? o->c + off : NULL, o->eta, o->sa, \
                        o->out ? o->out + off : NULL, o->eout ? o->eout + off : NULL};           \
         return r;                                                                               \
     }                                                                                           \
     static inline T r_at_##T(const rowio_##T *o, int64_t j) {                                  \
-        if (o->c) return o->eta * o->c[j] + (o->a[j] - o->b[j]);                                \
+        if (o->c) return o->eta * o->c[j] + (o->b ? o->a[j] - o->b[j] : o->sa * o->a[j]);      \
         return o->b ? o->a[j] - o->b[j] : o->a[j];                                              \
     }
 
@@ -260,9 +265,11 @@ DEFINE_ROWIO(double)
     static inline __attribute__((always_inline)) U scan_##T(const rowio_##T *o, int64_t d,    \
             int64_t gs, int64_t g0, int64_t g1, U *u, U *gmax) {                                \
         const T *a = o->a, *b = o->b, *c = o->c;                                                \
-        T eta = o->eta, *eo = o->eout;                                                          \
+        T eta = o->eta, sa = o->sa, *eo = o->eout;                                              \
         U top = 0; /* one loop per case, so that each vectorizes */                             \
-        if (c && u) SCAN_GROUPS(U, MAG, T dd = a[j] - b[j]; T r = eta * c[j] + dd; eo[j] = c[j] + dd, u[j] = bits) \
+        if (c && !b && u) SCAN_GROUPS(U, MAG, T dd = sa * a[j]; T r = eta * c[j] + dd; eo[j] = c[j] + dd, u[j] = bits) \
+        else if (c && !b) SCAN_GROUPS(U, MAG, T dd = sa * a[j]; T r = eta * c[j] + dd; eo[j] = c[j] + dd, (void)0) \
+        else if (c && u) SCAN_GROUPS(U, MAG, T dd = a[j] - b[j]; T r = eta * c[j] + dd; eo[j] = c[j] + dd, u[j] = bits) \
         else if (c) SCAN_GROUPS(U, MAG, T dd = a[j] - b[j]; T r = eta * c[j] + dd; eo[j] = c[j] + dd, (void)0) \
         else if (b && u) SCAN_GROUPS(U, MAG, T r = a[j] - b[j], u[j] = bits)                    \
         else if (b) SCAN_GROUPS(U, MAG, T r = a[j] - b[j], (void)0)                             \
@@ -380,10 +387,10 @@ int distopt_openmp(void) { return 0; }
 /* Entry points (a, b, c, eta, out, eout as in rowio; eta as a double, used in T as torch's
  * scalar multiply does). topk_rows_*: a stack's rows split evenly over the threads. */
 #define DEFINE_ROWS(NAME, T)                                                                    \
-    int NAME(const T *a, const T *b, const T *c, double eta, T *out, T *eout, int64_t d,        \
+    int NAME(const T *a, const T *b, const T *c, double eta, double sa, T *out, T *eout, int64_t d, \
              int64_t k, T *vals, int64_t *idx, uint8_t *bad, int64_t r0, int64_t r1,            \
              int threads) {                                                                     \
-        rowio_##T io = {a, b, c, (T)eta, out, eout};                                            \
+        rowio_##T io = {a, b, c, (T)eta, (T)sa, out, eout};                                     \
         int err = 0;                                                                            \
         PARALLEL(threads, {                                                                     \
             int64_t lo = r0 + (r1 - r0) * part / parts, hi = r0 + (r1 - r0) * (part + 1) / parts; \
@@ -401,9 +408,9 @@ DEFINE_ROWS(topk_rows_f64, double)
 #ifdef _OPENMP
 #define MAX_PARTS 64
 #define DEFINE_ROW(NAME, T, U, BOUND, INF)                                                      \
-    int NAME(const T *a, const T *b, const T *c, double eta, T *out, T *eout, int64_t d,        \
+    int NAME(const T *a, const T *b, const T *c, double eta, double sa, T *out, T *eout, int64_t d, \
              int64_t k, T *vals, int64_t *idx, uint8_t *bad, int threads) {                     \
-        rowio_##T io = {a, b, c, (T)eta, out, eout};                                            \
+        rowio_##T io = {a, b, c, (T)eta, (T)sa, out, eout};                                     \
         int64_t gs = group_size(d, k), G = (d + gs - 1) / gs;                                   \
         U *gmax = malloc(sizeof(U) * (2 * G + 16)); /* group maxima, scratch; slack */          \
         U *cv = malloc(sizeof(U) * (2 * d + 16));                                               \

@@ -125,6 +125,11 @@ class Compressor:
         where there is none (the caller composes the steps)."""
         return None
 
+    def compress_error(self, grad: Tensor, error: Tensor, scale: float) -> Optional[tuple[Payload, Tensor]]:
+        """EF14's step from one fused kernel: (payload of D = compress(error + scale grad),
+        error + scale grad - D), or None where there is none (the caller composes the steps)."""
+        return None
+
     def bits(self, p: Payload) -> int:
         return payload_bits(p)
 

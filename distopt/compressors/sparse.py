@@ -411,26 +411,32 @@ class TopK(Compressor):
         shift + D, error + (grad - shift) - D, the same bits as the composed torch ops."""
         return self._fused(grad, [shift, error], learn_shift, eta)
 
-    def _fused(self, a: Tensor, others: list, want_out: bool, eta: float = 0.0):
-        """The native kernel on ``a`` and ``others`` = [b] or [b, c] (same shape): (payload,
-        out or None, eout or None), or None where it does not apply."""
+    def compress_error(self, grad: Tensor, error: Tensor, scale: float) -> Optional[tuple[Payload, Tensor]]:
+        """EF14's step in one native pass per row: D = Top-K(error + scale grad) and error +
+        scale grad - D, the same bits as the composed torch ops."""
+        fused = self._fused(grad, [None, error], False, 1.0, scale)
+        return None if fused is None else (fused[0], fused[2])
+
+    def _fused(self, a: Tensor, others: list, want_out: bool, eta: float = 0.0, scale: float = 1.0):
+        """The native kernel on ``a`` and ``others`` = [b], [b, c] or [None, c] (same shape):
+        (payload, out or None, eout or None), or None where it does not apply."""
         dim = a.dim()
         if dim == 1 and a.shape[0] <= _SHORT_ROW:  # a short lone row: torch.topk's (cheap test first)
             return None
-        if dim not in (1, 2) or any(t.shape != a.shape or t.dtype != a.dtype for t in others):
+        if dim not in (1, 2) or any(t is not None and (t.shape != a.shape or t.dtype != a.dtype) for t in others):
             return None
         rows = a.reshape(-1, a.shape[-1])
         d = rows.shape[1]
         k = self.k_for(d)
         if not _native_stack(rows, k):
             return None
-        b = others[0].reshape(rows.shape).contiguous()
-        c = others[1].reshape(rows.shape).contiguous() if len(others) > 1 else None
+        b, c = (None if t is None else t.reshape(rows.shape).contiguous() for t in (others + [None])[:2])
         out = torch.empty_like(b) if want_out else None
         eout = torch.empty_like(c) if c is not None else None
-        vals, idx, bad = _native.topk_rows(rows.contiguous(), k, b, out, c, eta, eout)
+        vals, idx, bad = _native.topk_rows(rows.contiguous(), k, b, out, c, eta, eout, scale)
         if bool(bad.any()):  # name the first bad row, as compress would
-            check_finite(self.name, a - others[0] if c is None else eta * others[1] + (a - others[0]))
+            check_finite(self.name, (a - others[0] if c is None else eta * others[1] + (a - others[0]))
+                         if b is not None else others[1] + scale * a)
         lead = a.shape[:-1]
         payload = (vals.reshape(*lead, k), idx.to(_index_dtype(d)).reshape(*lead, k))
         return payload, *(None if t is None else t.reshape(a.shape) for t in (out, eout))

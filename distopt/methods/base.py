@@ -142,6 +142,21 @@ def send_error_shift(codec: Compressor, grad: Tensor, shift: Tensor, error: Tens
     return sent, new_error, new_shift, state
 
 
+def send_error(codec: Compressor, grad: Tensor, error: Tensor, scale: float, rng: Noise | None, state: tuple = ()
+               ) -> tuple[Sent, Tensor, tuple]:
+    """EF14's step (specs/ef-family.md 3.2): ``p = error + scale grad``, ``sent = C(p)``; returns
+    (sent, p - sent.value, codec state). A stateless codec with a fused kernel (Top-K on CPU)
+    does it in one pass per row, bit-identical to the composed form below."""
+    fused = codec.compress_error(grad, error, scale) if not state else None
+    if fused is not None:
+        payload, new_error = fused
+        sent = Sent(payload, None, codec, decode=(grad.shape[-1], rng, grad.dtype), finite_checked=True)
+        return sent, new_error, state
+    p = error + scale * grad
+    sent, state = send(codec, p, rng, state)
+    return sent, p - sent.value, state
+
+
 def send_plain(v: Tensor) -> Sent:
     """An uncompressed message (init rounds, gd)."""
     return Sent((v,), v, IDENTITY)

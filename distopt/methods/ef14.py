@@ -14,7 +14,7 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import Tensor
 
-from .base import Method, send
+from .base import Method, send_error
 
 
 class EF14State(NamedTuple):
@@ -37,9 +37,8 @@ class EF14(Method):
         return agg0, ()
 
     def worker_step(self, grad, state: EF14State, rng, lr):
-        p = state.e + lr * grad
-        sent, comp = send(self.compressor, p, rng, state.comp)
-        return sent, EF14State(p - sent.value, comp)
+        sent, e, comp = send_error(self.compressor, grad, state.e, lr, rng, state.comp)  # p = e + lr g; e = p - D
+        return sent, EF14State(e, comp)
 
     def server_step(self, agg, state, lr):
         return agg, ()
