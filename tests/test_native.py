@@ -277,6 +277,28 @@ def test_fused_ef14_step_is_bit_identical_to_the_composed_form(dtype, shape, mon
     assert not torch.equal(W.e, E)  # the step moved the error
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_ef21_plus_step_with_the_fused_shift_matches_the_torch_path(dtype, monkeypatch):
+    """EF21+'s EF21 candidate g + C(grad - g) comes from the fused kernel: the same choice,
+    payload, value and g as with the kernel off, bit for bit."""
+    from distopt.methods.ef21 import EF21Worker
+
+    g = torch.Generator().manual_seed(10)
+    G, H = (torch.randn(40, 10_000, generator=g).to(dtype) for _ in range(2))
+    H[:20] = G[:20] + 0.01 * H[:20]  # half the rows close to their estimate: both choices occur
+    noise = Noise(0, 1, torch.arange(40), 40)
+    method = make_method("ef21-plus", "topk:ratio=0.01", n=40)
+    sent, W = method.worker_step(G, EF21Worker(H, ()), noise, 0.1)
+    with monkeypatch.context() as m:
+        m.setenv("DISTOPT_NATIVE", "0")
+        ref, W_ref = method.worker_step(G, EF21Worker(H, ()), noise, 0.1)
+    assert all(torch.equal(p, q) for p, q in zip(sent.payload, ref.payload))
+    assert torch.equal(sent.value, ref.value) and torch.equal(W.g, W_ref.g)
+    ga = torch.zeros_like(G).scatter_(1, torch.topk(G.abs(), 100, dim=1).indices, G.gather(1, torch.topk(G.abs(), 100, dim=1).indices))
+    chose_a = (W.g == ga).all(1)
+    assert 0 < int(chose_a.sum()) < 40  # both candidates were chosen somewhere
+
+
 def test_weighted_total_of_a_lazy_message_matches_the_dense_sum():
     """EF21-W's aggregation sum_i a_i value_i straight from a Top-K payload."""
     g = torch.Generator().manual_seed(4)

@@ -61,9 +61,8 @@ class EF21Plus(EF21):
     summary: ClassVar[str] = "EF21+: send C(grad) or the EF21 update, whichever is closer"
 
     def worker_step(self, grad, state: EF21Worker, rng, lr):
-        b, comp = send(self.compressor, grad - state.g, rng, state.comp)
+        b, gb, comp = send_shift(self.compressor, grad, state.g, rng, state.comp)  # gb = g + C(grad - g)
         a, _ = send(self.compressor, grad, rng.fork(1), state.comp)
-        gb = state.g + b.value
         ga = a.value
         # choose a where it is strictly closer to the gradient (ties: the EF21 update)
         use_a = (ga - grad).square().sum(-1) < (gb - grad).square().sum(-1)  # [rows] or []
