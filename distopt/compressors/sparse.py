@@ -434,9 +434,9 @@ class TopK(Compressor):
         out = torch.empty_like(b) if want_out else None
         eout = torch.empty_like(c) if c is not None else None
         vals, idx, bad = _native.topk_rows(rows.contiguous(), k, b, out, c, eta, eout, scale)
-        if bool(bad.any()):  # name the first bad row, as compress would
-            check_finite(self.name, (a - others[0] if c is None else eta * others[1] + (a - others[0]))
-                         if b is not None else others[1] + scale * a)
+        if bool(bad.any()):  # name the first bad row, as compress would: r as the kernel formed it
+            diff = a - others[0] if b is not None else scale * a
+            check_finite(self.name, diff if c is None else eta * others[1] + diff)
         lead = a.shape[:-1]
         payload = (vals.reshape(*lead, k), idx.to(_index_dtype(d)).reshape(*lead, k))
         return payload, *(None if t is None else t.reshape(a.shape) for t in (out, eout))

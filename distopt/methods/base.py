@@ -108,6 +108,12 @@ def send(codec: Compressor, v: Tensor, rng: Noise | None, state: tuple = (), laz
     return Sent(payload, codec.decompress(payload, *decode), codec, decode=decode), state
 
 
+def _fused_sent(codec: Compressor, payload: Payload, like: Tensor, rng: Noise | None) -> Sent:
+    """The message of a fused kernel step: decoded lazily (rows of ``like``'s length and dtype);
+    the kernel has checked its input for NaN and inf."""
+    return Sent(payload, None, codec, decode=(like.shape[-1], rng, like.dtype), finite_checked=True)
+
+
 def send_shift(codec: Compressor, target: Tensor, shift: Tensor, rng: Noise | None, state: tuple = ()
                ) -> tuple[Sent, Tensor, tuple]:
     """Error feedback's shift step: ``sent = C(target - shift)`` and ``shift + sent.value``
@@ -118,8 +124,7 @@ def send_shift(codec: Compressor, target: Tensor, shift: Tensor, rng: Noise | No
     fused = codec.compress_shift(target, shift) if not state else None
     if fused is not None:
         payload, new_shift = fused
-        sent = Sent(payload, None, codec, decode=(target.shape[-1], rng, target.dtype), finite_checked=True)
-        return sent, new_shift, state
+        return _fused_sent(codec, payload, target, rng), new_shift, state
     sent, state = send(codec, target - shift, rng, state)
     return sent, shift + sent.value, state
 
@@ -133,8 +138,7 @@ def send_error_shift(codec: Compressor, grad: Tensor, shift: Tensor, error: Tens
     fused = codec.compress_error_shift(grad, shift, error, eta, learn_shift) if not state else None
     if fused is not None:
         payload, new_shift, new_error = fused
-        sent = Sent(payload, None, codec, decode=(grad.shape[-1], rng, grad.dtype), finite_checked=True)
-        return sent, new_error, new_shift if learn_shift else shift, state
+        return _fused_sent(codec, payload, grad, rng), new_error, new_shift if learn_shift else shift, state
     diff = grad - shift
     sent, state = send(codec, eta * error + diff, rng, state, lazy=True)
     new_error = sent.add_to(error + diff, -1.0)
@@ -150,8 +154,7 @@ def send_error(codec: Compressor, grad: Tensor, error: Tensor, scale: float, rng
     fused = codec.compress_error(grad, error, scale) if not state else None
     if fused is not None:
         payload, new_error = fused
-        sent = Sent(payload, None, codec, decode=(grad.shape[-1], rng, grad.dtype), finite_checked=True)
-        return sent, new_error, state
+        return _fused_sent(codec, payload, grad, rng), new_error, state
     p = error + scale * grad
     sent, state = send(codec, p, rng, state)
     return sent, p - sent.value, state
