@@ -34,11 +34,11 @@ def rows(tree: Any, idx: Tensor) -> Any:
     return tree_map(lambda t: t[idx], tree)
 
 
-def scatter_rows(tree: Any, idx: Tensor, sub: Any) -> Any:
-    """A copy of ``tree`` with rows ``idx`` replaced by ``sub``."""
+def scatter_rows(tree: Any, idx: Tensor, sub: Any, in_place: bool = False) -> Any:
+    """A copy of ``tree`` with rows ``idx`` replaced by ``sub`` (``in_place``: ``tree`` itself)."""
 
     def put(t: Tensor, s: Tensor) -> Tensor:
-        out = t.clone()
+        out = t if in_place else t.clone()
         out[idx] = s
         return out
 

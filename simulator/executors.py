@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from distopt._tree import rows as tree_rows
-from distopt._tree import scatter_rows
+from distopt._tree import scatter_rows, tree_map
 from distopt.coding import Task, encode_many
 from distopt.compressors.base import NonFiniteInput
 from distopt.methods import Method, Sent
@@ -130,6 +130,11 @@ def set_local_rows(oracle, idx: Tensor, saved: dict[str, Tensor]) -> None:
         oracle.local[k][idx] = v
 
 
+def _copy_states(W: Any) -> Any:
+    """A copy of the committed states: a stacked state, or the loop's list of per-worker ones."""
+    return [tree_map(torch.clone, s) for s in W] if isinstance(W, list) else tree_map(torch.clone, W)
+
+
 class LocalExecutor:
     """All n workers in this process on one oracle; state stacked ``[n, ...]`` (vectorized) or a
     list of per-worker states (loop). Coded rounds take partial gradients from ``parts``
@@ -155,12 +160,10 @@ class LocalExecutor:
             workers = workers[keep]
         if len(workers) == 0:
             return Arrivals(workers, x.new_zeros(0, x.numel()), 0, dec)
-        G = self.oracle.grads(x, t, workers)  # [k, d]
         if self.mode == "vectorized":
-            values, bits = self._vectorized(t, G, workers, first)
+            values, bits = self._vectorized(t, self.oracle.grads(x, t, workers), workers, first)  # G [k, d]
         else:
-            check_finite(G, workers, t, "gradient")
-            values, bits = self._loop(t, G, workers, first)
+            values, bits = self._loop(t, x, workers, first)
         return Arrivals(workers, values, bits, dec)
 
     def _vectorized(self, t: int, G: Tensor, workers: Tensor, first: bool):
@@ -169,33 +172,49 @@ class LocalExecutor:
             if len(workers) != self.n:
                 raise ValueError("round 0 initialises every worker: the master must wait for all of them")
             check_finite(G, workers, t, "gradient")
-            sent, self.W = self.method.init_worker(G, noise, self.lr)
+            sent, W = self.method.init_worker(G, noise, self.lr)
+            self.W = tree_map(torch.clone, W)  # owned: no leaf shares memory with G or another leaf
             return sent, sent.bits
         every = len(workers) == self.n
-        try:
-            sent, sub = self.method.worker_step(G, self.W if every else tree_rows(self.W, workers), noise, self.lr)
+        try:  # donated: the executor owns self.W (and the rows it gathers) and drops the old state
+            sent, sub = self.method.worker_step(G, self.W if every else tree_rows(self.W, workers), noise, self.lr,
+                                                donate=True)
         except NonFiniteInput:
             check_finite(G, workers, t, "gradient")  # a NaN gradient: name its worker and round
             raise
         if not sent.finite_checked:  # (a fused kernel has already seen every entry: no second pass)
             check_finite(G, workers, t, "gradient")
-        self.W = sub if every else scatter_rows(self.W, workers, sub)  # committed only when finite
+        self.W = sub if every else scatter_rows(self.W, workers, sub, in_place=True)  # committed only when finite
         return sent, sent.bits  # the server sums the messages from their payloads where it can
 
-    def _loop(self, t: int, G: Tensor, workers: Tensor, first: bool):
+    def _loop(self, t: int, x: Tensor, workers: Tensor, first: bool):
+        """One worker at a time, as FL simulators run clients: its gradient (one oracle call on
+        its own data; the draws are keyed by (seed, round, worker), so they equal the stack's
+        rows), then its step. NaN: a compressor raises on its input (the worker is named
+        here); an uncompressed message is its gradient, checked on the stack of messages."""
         if self.W is None:
             self.W = [None] * self.n
-        values, bits = [], 0
-        for j, w in enumerate(workers.tolist()):  # the per-worker loop FL simulators use
+        values, bits, new = [], 0, {}
+        for w in workers.tolist():  # the per-worker loop FL simulators use
+            who = torch.tensor([w])
+            g = self.oracle.grads(x, t, who)[0]  # [d]
             noise = Noise(self.seed, t, w, self.n)
-            if first:
-                sent, s = self.method.init_worker(G[j], noise, self.lr)
-            else:
-                sent, s = self.method.worker_step(G[j], self.W[w], noise, self.lr)
+            try:
+                if first:
+                    sent, s = self.method.init_worker(g, noise, self.lr)
+                else:
+                    sent, s = self.method.worker_step(g, self.W[w], noise, self.lr)
+            except NonFiniteInput:
+                check_finite(g.unsqueeze(0), who, t, "gradient")
+                raise
             values.append(sent.value)
             bits += sent.bits
+            new[w] = s
+        stacked = torch.stack(values)  # [k, d]
+        check_finite(stacked, workers, t, "gradient")
+        for w, s in new.items():  # committed once every worker's message was finite
             self.W[w] = s
-        return torch.stack(values), bits
+        return stacked, bits
 
     # -- coded rounds ---------------------------------------------------------------------
     def coded_round(self, r: int, tasks: Sequence[Sequence[Task]], params: dict[int, Tensor],
@@ -227,14 +246,14 @@ class LocalExecutor:
         self.W = None
         self._partials = {}
 
-    def snapshot(self) -> Any:
+    def snapshot(self) -> Any:  # copies: the vectorized rounds update self.W in place (donation)
         local = getattr(self.oracle, "local", None) or {}
-        return {"mode": self.mode, "W": self.W, "local": {k: v.clone() for k, v in local.items()}}
+        return {"mode": self.mode, "W": _copy_states(self.W), "local": {k: v.clone() for k, v in local.items()}}
 
     def restore(self, snap: Any) -> None:
         if snap.get("mode") != self.mode:
             raise ValueError(f"the checkpoint holds {snap.get('mode')} worker states; resume with workers={snap.get('mode')}")
-        self.W = snap["W"]
+        self.W = _copy_states(snap["W"])  # the snapshot stays as it was
         for k, v in snap["local"].items():
             self.oracle.local[k] = v.clone()
 

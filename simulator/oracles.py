@@ -48,6 +48,17 @@ def _minibatch(seed: int, step: int, workers: Tensor, sizes: Tensor, batch: int,
     return torch.topk(keys, batch, dim=1, largest=False).indices
 
 
+def _rows(t: Tensor, workers: Tensor, n: int) -> Tensor:
+    """Rows ``workers`` of a per-worker table: itself for everyone, a view for one worker (what
+    a client holding its own data reads: the per-worker loop asks one at a time), else a gather."""
+    if workers.numel() == n:
+        return t
+    if workers.numel() == 1:
+        w = int(workers.reshape(-1)[0])
+        return t[w:w + 1]
+    return t[workers]
+
+
 class QuadraticOracle:
     """f_i(x) = 1/2 (x - c_i)^T H_i (x - c_i) + const, with H_i = h * I (``H=None``, scalar h),
     diagonal ``[n, d]`` or dense ``[n, d, d]``; optional additive gradient noise sigma N(0, I)
@@ -93,14 +104,13 @@ class QuadraticOracle:
 
     def _hx(self, x: Tensor, workers: Tensor) -> Tensor:
         if self.H is None:
-            return (self.h * x).expand(len(workers), -1)
+            return (x if self.h == 1.0 else self.h * x).expand(len(workers), -1)  # (1.0 * x is x, to the bit)
         if self.H.dim() == 2:
-            return self.H[workers] * x
-        return self.H[workers] @ x
+            return _rows(self.H, workers, self.n) * x
+        return _rows(self.H, workers, self.n) @ x
 
     def grads(self, x: Tensor, step: int, workers: Tensor) -> Tensor:
-        hc = self.Hc if workers.numel() == self.n else self.Hc[workers]  # everyone: no gather copy
-        g = self._hx(x, workers) - hc
+        g = self._hx(x, workers) - _rows(self.Hc, workers, self.n)
         if self.sigma > 0:
             g = g + self.sigma * normal(Noise(self.seed, step, workers), self.d, STREAM_NOISE, self.dtype)
         return g

@@ -153,19 +153,22 @@ def test_workers_more_than_rows():
         make_workload("logreg:rows=50,features=4").oracle(60)
 
 
-def test_nan_gradient_names_worker_and_round(tmp_path):
+@pytest.mark.parametrize("workers, method, comp", [("vectorized", "ef21", "topk:k=1"), ("loop", "ef21", "topk:k=1"),
+                                                   ("loop", "gd", "identity")])
+def test_nan_gradient_names_worker_and_round(tmp_path, workers, method, comp):
     o = _toy()
     real = o.grads
 
-    def bad(x, step, workers):
-        g = real(x, step, workers)
-        if step == 3:
+    def bad(x, step, who):  # the loop asks for one worker's gradient at a time
+        g = real(x, step, who)
+        if step == 3 and 1 in who.tolist():
             g = g.clone()
-            g[workers.tolist().index(1)] = float("nan")
+            g[who.tolist().index(1)] = float("nan")
         return g
 
     o.grads = bad
-    sim = Simulation(o, RunConfig(method="ef21", compressor="topk:k=1", lr=0.1, rounds=10, progress=False), tmp_path)
+    sim = Simulation(o, RunConfig(method=method, compressor=comp, lr=0.1, rounds=10, progress=False,
+                                  workers=workers), tmp_path)
     with pytest.raises(NonFiniteError, match="round 3: worker 1 produced a non-finite gradient"):
         sim.run()
     # nothing computed is lost: the history up to the failure is on disk

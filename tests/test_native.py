@@ -355,3 +355,100 @@ def test_a_portable_build_without_avx512_selects_the_same_sets(dtype, monkeypatc
         monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
         row = torch.randn(1, 200_000, dtype=dtype)
         assert torch.equal(_native.topk_rows(row, 999)[1], _definition(row, 999))
+
+
+def _states_equal(a, b) -> bool:
+    from distopt._tree import tree_leaves
+
+    return all(torch.equal(p, q) for p, q in zip(tree_leaves(a), tree_leaves(b)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(40, 10_000), (200_003,)], ids=["stack", "long-row"])
+@pytest.mark.parametrize("spec", ["ef21", "ef21-w", "ef21-sgdm:momentum=0.3", "econtrol:eta=0.2", "ef14", "ef21-plus"])
+def test_donated_steps_are_the_pure_steps_bit_for_bit(spec, dtype, shape):
+    """worker_step(donate=True) gives the same messages and states, bit for bit, over 4 rounds,
+    as the pure step; the pure step leaves its input state as it was; donating EF21's g or
+    EControl's h under Top-K builds the new one in the old one's memory (k entries per row)."""
+    from distopt._tree import tree_map
+
+    if len(shape) == 1 and not _native.parallel_row():
+        pytest.skip("a lone row takes the torch path without OpenMP")
+    n = shape[0] if len(shape) == 2 else 1
+    gen = torch.Generator().manual_seed(21)
+    grads = [torch.randn(*shape, generator=gen).to(dtype) for _ in range(5)]
+    ctx = {"smoothness": tuple(1.0 + i for i in range(n))} if spec == "ef21-w" else {}
+    method = make_method(spec, "topk:ratio=0.01", n=n, **ctx)
+
+    def noise(t):
+        return Noise(0, t, torch.arange(n) if len(shape) == 2 else 0, n)
+
+    _, pure = method.init_worker(grads[0], noise(0), 0.1)
+    pure = tree_map(torch.clone, pure)
+    donated = tree_map(torch.clone, pure)
+    for t in range(1, 5):
+        before = tree_map(torch.clone, pure)
+        sent, new = method.worker_step(grads[t], pure, noise(t), 0.1)
+        assert _states_equal(pure, before), f"{spec}: the pure step changed its input state"
+        shift = getattr(donated, "g", getattr(donated, "h", None))
+        sent_d, donated = method.worker_step(grads[t], donated, noise(t), 0.1, donate=True)
+        assert all(torch.equal(p, q) for p, q in zip(sent.payload, sent_d.payload)), spec
+        assert _states_equal(new, donated), spec
+        new_shift = getattr(donated, "g", getattr(donated, "h", None))
+        if spec.split(":")[0] in ("ef21", "ef21-w", "ef21-sgdm", "econtrol"):
+            assert new_shift.data_ptr() == shift.data_ptr(), f"{spec}: the donated shift was not reused"
+        pure = new
+
+
+@pytest.mark.parametrize("shape", [(40, 10_000), (200_003,)], ids=["stack", "long-row"])
+def test_a_non_finite_gradient_is_caught_with_a_donated_state(shape):
+    """The same error with and without donation; the pure step leaves the state as it was; the
+    donated one leaves the rows with a NaN as they were, and updates the finite rows exactly as
+    a clean step would (a donated state is given up: the simulator stops there)."""
+    from distopt.compressors.base import NonFiniteInput
+
+    if len(shape) == 1 and not _native.parallel_row():
+        pytest.skip("a lone row takes the torch path without OpenMP")
+    n = shape[0] if len(shape) == 2 else 1
+    method = make_method("ef21", "topk:ratio=0.01", n=n)
+    g = torch.Generator().manual_seed(4)
+    G, S = torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
+    noise = Noise(0, 1, torch.arange(n) if len(shape) == 2 else 0, n)
+    _, clean = method.worker_step(G, method.init_worker(S.clone(), noise, 0.1)[1], noise, 0.1)
+    G.view(-1, shape[-1])[-1, 5] = float("nan")  # the last row (the only one of a long row)
+    for donate in (False, True):
+        _, W = method.init_worker(S.clone(), noise, 0.1)
+        with pytest.raises(NonFiniteInput, match="non-finite"):
+            method.worker_step(G, W, noise, 0.1, donate=donate)
+        rows, ref, clean_rows = (t.view(-1, shape[-1]) for t in (W.g, S, clean.g))
+        assert torch.equal(rows[-1], ref[-1])
+        assert torch.equal(rows[:-1], clean_rows[:-1] if donate else ref[:-1])
+
+
+@pytest.mark.parametrize("extra", [{}, {"participation": 0.5}, {"method": "econtrol:eta=0.3"}], ids=str)
+def test_the_simulator_with_donated_states_equals_the_per_worker_loop(extra, monkeypatch):
+    """float64, the kernel's sizes (n = 16, d = 10^4, k = 100): the vectorized engine, which
+    donates its stacked states (the kernel then adds D into b in place: out is b), against
+    one pure call per worker; with partial participation (rows gathered, stepped, scattered back
+    in place) and EControl's donated h."""
+    from simulator.engine import RunConfig, Simulation
+    from simulator.oracles import QuadraticOracle
+
+    calls = {"in place": 0}
+    kernel = _native.topk_rows
+
+    def counted(a, k, b=None, out=None, *rest, **kw):
+        calls["in place"] += b is not None and out is b and a.shape[0] > 1
+        return kernel(a, k, b, out, *rest, **kw)
+
+    monkeypatch.setattr(_native, "topk_rows", counted)
+    g = torch.Generator().manual_seed(6)
+    o = QuadraticOracle(torch.randn(16, 10_000, generator=g, dtype=torch.float64), sigma=0.1, seed=2)
+    cfg = dict({"method": "ef21", "compressor": "topk:ratio=0.01", "lr": 0.3, "seed": 1, "rounds": 12,
+                "progress": False}, **extra)
+    runs = {w: Simulation(o, RunConfig(workers=w, **cfg), keep_iterates=True) for w in ("vectorized", "loop")}
+    hist = {w: s.run() for w, s in runs.items()}
+    assert torch.allclose(torch.stack(runs["vectorized"].iterates), torch.stack(runs["loop"].iterates),
+                          atol=1e-12, rtol=0)
+    assert hist["vectorized"].column("bits_up") == hist["loop"].column("bits_up")
+    assert calls["in place"] >= 6  # most rounds stepped in place (a stack of < 7 rows takes torch.topk)

@@ -148,7 +148,9 @@ def topk_rows(a: Tensor, k: int, b: Optional[Tensor] = None, out: Optional[Tenso
     the top-k D of each row of ``r = a - b`` (``b`` None: ``r = a``; with the error ``c``,
     EControl's ``r = eta c + (a - b)``; with ``c`` and no ``b``, EF14's ``r = eta c + scale a``),
     and, where given, ``out = b + D`` and ``eout = c + (a - b) - D`` (``c + scale a - D`` without
-    ``b``; each ``[n, d]``), bit for bit what the torch ops give. Needs CPU,
+    ``b``; each ``[n, d]``), bit for bit what the torch ops give. ``out`` may be ``b`` itself
+    (a donated state): D is added into it in place, k entries per row, and a row with a NaN or
+    an inf is left as it was. Needs CPU,
     contiguous float32/float64 ``[n, d]`` tensors of one dtype and 1 <= k < d. None when the
     kernels are unavailable (the caller takes the PyTorch path)."""
     if not available() or a.shape[-1] >= 1 << 32:  # (candidates' positions are 32-bit)

@@ -112,14 +112,15 @@ class Compressor:
         only the entries they sent."""
         return out.add_(self.decompress(p, numel, rng, out.dtype), alpha=scale)
 
-    def compress_shift(self, target: Tensor, shift: Tensor) -> Optional[tuple[Payload, Tensor]]:
+    def compress_shift(self, target: Tensor, shift: Tensor, donate: bool = False) -> Optional[tuple[Payload, Tensor]]:
         """(payload of ``compress(target - shift)``, ``shift + decompress(payload)``) from one
         fused kernel, or None where there is none (the caller composes the two steps). Only
-        deterministic, stateless compressors can offer it."""
+        deterministic, stateless compressors can offer it. ``donate``: the caller will not read
+        ``shift`` again, so the new shift may be built in its memory."""
         return None
 
-    def compress_error_shift(self, grad: Tensor, shift: Tensor, error: Tensor, eta: float, learn_shift: bool = True
-                             ) -> Optional[tuple[Payload, Optional[Tensor], Tensor]]:
+    def compress_error_shift(self, grad: Tensor, shift: Tensor, error: Tensor, eta: float, learn_shift: bool = True,
+                             donate: bool = False) -> Optional[tuple[Payload, Optional[Tensor], Tensor]]:
         """EControl's step from one fused kernel: (payload of D = compress(eta error + (grad -
         shift)), shift + D (None unless ``learn_shift``), error + (grad - shift) - D), or None
         where there is none (the caller composes the steps)."""

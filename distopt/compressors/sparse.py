@@ -398,18 +398,20 @@ class TopK(Compressor):
         k = idx.shape[1]
         return vals.reshape(*lead, k), idx.to(_index_dtype(d)).reshape(*lead, k)
 
-    def compress_shift(self, target: Tensor, shift: Tensor) -> Optional[tuple[Payload, Tensor]]:
+    def compress_shift(self, target: Tensor, shift: Tensor, donate: bool = False) -> Optional[tuple[Payload, Tensor]]:
         """EF21's step in one native pass per row (distopt/_native), for a CPU stack ``[n, d]``
         or one long row ``[d]`` (a DDP bucket): the payload of Top-K(target - shift) and shift
-        + its value, the same bits as the two-step form. None where the kernel does not apply."""
-        fused = self._fused(target, [shift], True)
+        + its value, the same bits as the two-step form. None where the kernel does not apply.
+        ``donate``: the new shift is ``shift`` itself, its k entries per row updated in place."""
+        fused = self._fused(target, [shift], True, donate=donate)
         return None if fused is None else (fused[0], fused[1])
 
-    def compress_error_shift(self, grad: Tensor, shift: Tensor, error: Tensor, eta: float, learn_shift: bool = True
-                             ) -> Optional[tuple[Payload, Optional[Tensor], Tensor]]:
+    def compress_error_shift(self, grad: Tensor, shift: Tensor, error: Tensor, eta: float, learn_shift: bool = True,
+                             donate: bool = False) -> Optional[tuple[Payload, Optional[Tensor], Tensor]]:
         """EControl's step in one native pass per row: D = Top-K(eta error + (grad - shift)),
-        shift + D, error + (grad - shift) - D, the same bits as the composed torch ops."""
-        return self._fused(grad, [shift, error], learn_shift, eta)
+        shift + D, error + (grad - shift) - D, the same bits as the composed torch ops.
+        ``donate``: shift + D is ``shift`` itself, updated in place."""
+        return self._fused(grad, [shift, error], learn_shift, eta, donate=donate)
 
     def compress_error(self, grad: Tensor, error: Tensor, scale: float) -> Optional[tuple[Payload, Tensor]]:
         """EF14's step in one native pass per row: D = Top-K(error + scale grad) and error +
@@ -417,9 +419,15 @@ class TopK(Compressor):
         fused = self._fused(grad, [None, error], False, 1.0, scale)
         return None if fused is None else (fused[0], fused[2])
 
-    def _fused(self, a: Tensor, others: list, want_out: bool, eta: float = 0.0, scale: float = 1.0):
+    def _fused(self, a: Tensor, others: list, want_out: bool, eta: float = 0.0, scale: float = 1.0,
+               donate: bool = False):
         """The native kernel on ``a`` and ``others`` = [b], [b, c] or [None, c] (same shape):
-        (payload, out or None, eout or None), or None where it does not apply."""
+        (payload, out or None, eout or None), or None where it does not apply. ``donate``
+        (with ``want_out``): out = b + D is built in b's memory -- the kernel adds each row's k
+        entries in place right after selecting them, while the row is in cache (the same float
+        adds as the streamed form's); this skips writing a fresh [n, d] out, most of a round's
+        writes. A donated b is given up: after a NaN or inf its finite rows have been updated
+        (the rows with one are left as they were, so the check below still finds them)."""
         dim = a.dim()
         if dim == 1 and a.shape[0] <= _SHORT_ROW:  # a short lone row: torch.topk's (cheap test first)
             return None
@@ -431,7 +439,8 @@ class TopK(Compressor):
         if not _native_stack(rows, k):
             return None
         b, c = (None if t is None else t.reshape(rows.shape).contiguous() for t in (others + [None])[:2])
-        out = torch.empty_like(b) if want_out else None
+        # donated: out is b, shift's own memory where shift was contiguous (else a copy of it)
+        out = (b if donate else torch.empty_like(b)) if want_out else None
         eout = torch.empty_like(c) if c is not None else None
         vals, idx, bad = _native.topk_rows(rows.contiguous(), k, b, out, c, eta, eout, scale)
         if bool(bad.any()):  # name the first bad row, as compress would: r as the kernel formed it

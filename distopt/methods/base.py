@@ -4,6 +4,7 @@ A round of any method, for worker i and the server (EF21's indexing: gradients a
 the point the previous round produced):
 
     (sent_i, W_i) = method.worker_step(grad_i, W_i, rng, lr)     # sent_i.payload crosses the wire
+                                                                   # (donate=True: W_i's memory reused)
     agg           = (1/n) sum_i a_i * sent_i.value                 # a_i = method.weights(i), default 1
     (dir, S)      = method.server_step(agg, S, lr)
     x            -= lr * dir        (or dir itself for methods that work in model units: EF14)
@@ -114,14 +115,14 @@ def _fused_sent(codec: Compressor, payload: Payload, like: Tensor, rng: Noise | 
     return Sent(payload, None, codec, decode=(like.shape[-1], rng, like.dtype), finite_checked=True)
 
 
-def send_shift(codec: Compressor, target: Tensor, shift: Tensor, rng: Noise | None, state: tuple = ()
-               ) -> tuple[Sent, Tensor, tuple]:
+def send_shift(codec: Compressor, target: Tensor, shift: Tensor, rng: Noise | None, state: tuple = (),
+               donate: bool = False) -> tuple[Sent, Tensor, tuple]:
     """Error feedback's shift step: ``sent = C(target - shift)`` and ``shift + sent.value``
     (EF21's c_i and g_i + c_i). A stateless codec with a fused kernel (``compress_shift``,
     Top-K on a CPU stack) does both in one pass over the rows, bit-identical to the two-step
     form below; its message decodes lazily, and it raises ``NonFiniteInput`` on a NaN or inf
-    in ``target - shift``."""
-    fused = codec.compress_shift(target, shift) if not state else None
+    in ``target - shift``. ``donate``: the caller gives ``shift`` up (see :meth:`Method.worker_step`)."""
+    fused = codec.compress_shift(target, shift, donate) if not state else None
     if fused is not None:
         payload, new_shift = fused
         return _fused_sent(codec, payload, target, rng), new_shift, state
@@ -130,12 +131,14 @@ def send_shift(codec: Compressor, target: Tensor, shift: Tensor, rng: Noise | No
 
 
 def send_error_shift(codec: Compressor, grad: Tensor, shift: Tensor, error: Tensor, eta: float, rng: Noise | None,
-                     state: tuple = (), learn_shift: bool = True) -> tuple[Sent, Tensor, Tensor, tuple]:
+                     state: tuple = (), learn_shift: bool = True, donate: bool = False
+                     ) -> tuple[Sent, Tensor, Tensor, tuple]:
     """EControl's step (specs/ef-family.md 3.11): ``D = C(eta e + (g - h))``, sent; returns
     (sent, e + (g - h) - D, h + D (h itself unless ``learn_shift``), codec state). A stateless
     codec with a fused kernel (Top-K on CPU) does it in one pass per row, bit-identical to the
-    composed form below, which touches only the sent entries of e and h for Top-K."""
-    fused = codec.compress_error_shift(grad, shift, error, eta, learn_shift) if not state else None
+    composed form below, which touches only the sent entries of e and h for Top-K. ``donate``:
+    the caller gives ``shift`` up (see :meth:`Method.worker_step`)."""
+    fused = codec.compress_error_shift(grad, shift, error, eta, learn_shift, donate) if not state else None
     if fused is not None:
         payload, new_shift, new_error = fused
         return _fused_sent(codec, payload, grad, rng), new_error, new_shift if learn_shift else shift, state
@@ -248,7 +251,14 @@ class Method:
     def init_server(self, agg0: Tensor, lr: float) -> tuple[Tensor, Any]:
         raise NotImplementedError
 
-    def worker_step(self, grad: Tensor, state: Any, rng: Noise, lr: float) -> tuple[Sent, Any]:
+    def worker_step(self, grad: Tensor, state: Any, rng: Noise, lr: float, donate: bool = False
+                    ) -> tuple[Sent, Any]:
+        """One round's step for a worker (or a stack of them). Pure: ``state`` is not changed.
+        ``donate=True``: the caller gives ``state`` up -- it will not read it again -- so the
+        new state may be built in its memory (JAX's buffer donation, ``donate_argnums``); the
+        results are the same bits. The simulator donates the stacked states it owns: for EF21's
+        g_i and EControl's h_i under Top-K, only k entries per row change, so the step skips
+        writing a fresh [n, d] state. A method may ignore it."""
         raise NotImplementedError
 
     def server_step(self, agg: Tensor, state: Any, lr: float) -> tuple[Tensor, Any]:

@@ -60,9 +60,9 @@ class EControl(Method):
             return agg0, EControlServer(agg0)
         return self.server_step(agg0, EControlServer(torch.zeros_like(agg0)), lr)
 
-    def worker_step(self, grad, state: EControlWorker, rng, lr):
+    def worker_step(self, grad, state: EControlWorker, rng, lr, donate=False):
         sent, e, h, comp = send_error_shift(self.compressor, grad, state.h, state.e, self.eta, rng, state.comp,
-                                            self.learn_shift)
+                                            self.learn_shift, donate)
         return sent, EControlWorker(e, h, comp)
 
     def server_step(self, agg, state: EControlServer, lr):

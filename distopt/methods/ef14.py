@@ -36,7 +36,7 @@ class EF14(Method):
     def init_server(self, agg0, lr):
         return agg0, ()
 
-    def worker_step(self, grad, state: EF14State, rng, lr):
+    def worker_step(self, grad, state: EF14State, rng, lr, donate=False):  # (e changes everywhere)
         sent, e, comp = send_error(self.compressor, grad, state.e, lr, rng, state.comp)  # p = e + lr g; e = p - D
         return sent, EF14State(e, comp)
 

@@ -41,8 +41,8 @@ class EF21(Method):
     def init_server(self, agg0, lr):
         return agg0, EF21Server(agg0)
 
-    def worker_step(self, grad, state: EF21Worker, rng, lr):
-        sent, g, comp = send_shift(self.compressor, grad, state.g, rng, state.comp)
+    def worker_step(self, grad, state: EF21Worker, rng, lr, donate=False):
+        sent, g, comp = send_shift(self.compressor, grad, state.g, rng, state.comp, donate)
         return sent, EF21Worker(g, comp)
 
     def server_step(self, agg, state: EF21Server, lr):
@@ -60,7 +60,7 @@ class EF21Plus(EF21):
     name: ClassVar[str] = "ef21-plus"
     summary: ClassVar[str] = "EF21+: send C(grad) or the EF21 update, whichever is closer"
 
-    def worker_step(self, grad, state: EF21Worker, rng, lr):
+    def worker_step(self, grad, state: EF21Worker, rng, lr, donate=False):  # (g is read after: not donated)
         b, gb, comp = send_shift(self.compressor, grad, state.g, rng, state.comp)  # gb = g + C(grad - g)
         a, _ = send(self.compressor, grad, rng.fork(1), state.comp)
         ga = a.value
@@ -113,8 +113,8 @@ class EF21W(EF21):
         g0 = grad0 / self._scale(rng, grad0)
         return send_plain(g0), EF21Worker(g0, self.compressor.init_state(grad0, rng))
 
-    def worker_step(self, grad, state: EF21Worker, rng, lr):
-        sent, g, comp = send_shift(self.compressor, grad / self._scale(rng, grad), state.g, rng, state.comp)
+    def worker_step(self, grad, state: EF21Worker, rng, lr, donate=False):
+        sent, g, comp = send_shift(self.compressor, grad / self._scale(rng, grad), state.g, rng, state.comp, donate)
         return sent, EF21Worker(g, comp)
 
 
@@ -140,7 +140,7 @@ class EF21SGDM(EF21):
     def init_worker(self, grad0, rng, lr):
         return send_plain(grad0), SGDMWorker(grad0, grad0, self.compressor.init_state(grad0, rng))
 
-    def worker_step(self, grad, state: SGDMWorker, rng, lr):
+    def worker_step(self, grad, state: SGDMWorker, rng, lr, donate=False):
         v = (1.0 - self.momentum) * state.v + self.momentum * grad
-        sent, g, comp = send_shift(self.compressor, v, state.g, rng, state.comp)
+        sent, g, comp = send_shift(self.compressor, v, state.g, rng, state.comp, donate)
         return sent, SGDMWorker(v, g, comp)

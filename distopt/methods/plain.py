@@ -33,7 +33,7 @@ class GD(Method):
     def init_server(self, agg0, lr):
         return agg0, ()
 
-    def worker_step(self, grad, state, rng, lr) -> tuple[Sent, tuple]:
+    def worker_step(self, grad, state, rng, lr, donate=False) -> tuple[Sent, tuple]:
         return send_plain(grad), ()
 
     def server_step(self, agg, state, lr):
@@ -56,7 +56,7 @@ class DCGD(Method):
     def init_server(self, agg0, lr):
         return agg0, ()
 
-    def worker_step(self, grad, state, rng, lr):
+    def worker_step(self, grad, state, rng, lr, donate=False):
         return send(self.compressor, grad, rng, state)
 
     def server_step(self, agg, state, lr):

@@ -6,12 +6,15 @@ Problem: EF21 + Top-K (ratio 0.01) on f_i(x) = 1/2 ||x - c_i||^2, n = 1000 worke
 d = 10^4, float32 -- a gradient oracle that costs one pass, so the rounds measure the
 communication method, not the model.
 
-The per-worker loop calls the same method and compressor code one worker at a time; a lone
-short row's Top-K is ``torch.topk`` plus the tie-breaking pass (what an FL simulator's client
-pays) and EF21's difference and update are separate torch ops. The vectorized engine runs the
-stack through the native kernel (distopt/_native: difference, Top-K and g_i + c_i in one pass
-per row, and the NaN scan for free) when a C compiler built it, else the PyTorch threshold
-path; the first line says which. The run also times Top-K alone on the ``[n, d]`` stack, ours
+The per-worker loop calls the same oracle, method and compressor code one worker at a time, as
+FL simulators run clients: each worker's gradient is one oracle call on its own data (the run
+prints what those calls cost against one batched call), a lone short row's Top-K is
+``torch.topk`` plus the tie-breaking pass (what an FL simulator's client pays) and EF21's
+difference and update are separate torch ops. The vectorized engine computes all gradients in
+one call and runs the stack through the native kernel (distopt/_native: difference, Top-K and
+the NaN scan in one pass per row) when a C compiler built it, else the PyTorch threshold path
+(the first line says which); it donates the workers' states to the step
+(``worker_step(donate=True)``), so g_i + c_i is g_i with k entries per row updated in place. The run also times Top-K alone on the ``[n, d]`` stack, ours
 against ``torch.topk`` (same sets). Rounds/s are steady-state: a long run's time minus a
 one-round run's, per extra round (setup and round 0 are not rounds).
 
@@ -78,6 +81,7 @@ def _round_breakdown(oracle, rounds: int = 5) -> dict[str, float]:
     workers = torch.arange(n)
     x = oracle.x0()
     sent, W = method.init_worker(oracle.grads(x, 0, workers), Noise(0, 0, workers, n), 0.5)
+    W = W._replace(g=W.g.clone())  # owned, as the engine's (donated each round)
     _, S = method.init_server(sent.value.mean(0), 0.5)
     phases: dict[str, list[float]] = {}
 
@@ -90,13 +94,27 @@ def _round_breakdown(oracle, rounds: int = 5) -> dict[str, float]:
     for t in range(1, rounds + 2):
         x = x - 0.5 * S.g
         G = timed("gradients", lambda: oracle.grads(x, t, workers))
-        sent, W = timed("worker step (difference, Top-K, g_i update)",
-                        lambda: method.worker_step(G, W, Noise(0, t, workers, n), 0.5))
+        sent, W = timed("worker step (difference, Top-K, g_i update)",  # donated, as the engine does
+                        lambda: method.worker_step(G, W, Noise(0, t, workers, n), 0.5, donate=True))
         if not sent.finite_checked:  # as the engine: the fused kernel has seen every entry
             timed("NaN check", lambda: check_finite(G, workers, t, "gradient"))
         agg = timed("aggregate (mean of the messages)", lambda: sent.total() / n)
         _, S = timed("server step", lambda: method.server_step(agg, S, 0.5))
     return {k: 1e3 * sorted(v[1:])[len(v[1:]) // 2] for k, v in phases.items()}
+
+
+def _gradient_calls(oracle, repeat: int = 3) -> dict[str, float]:
+    """Median ms of one round's gradients: n single-worker oracle calls (the loop's) and one
+    batched call (the vectorized engine's)."""
+    x, everyone = oracle.x0(), torch.arange(oracle.n)
+    one = [torch.tensor([w]) for w in range(oracle.n)]
+
+    def per_worker():
+        for who in one:
+            oracle.grads(x, 1, who)
+
+    t = interleaved_times({"per worker": per_worker, "batched": lambda: oracle.grads(x, 1, everyone)}, repeat)
+    return {k: 1e3 * statistics.median(v) for k, v in t.items()}
 
 
 def main(d: int | None = None, repeat: int | None = None, out: str | None = None, n: int = 1000,
@@ -135,6 +153,9 @@ def main(d: int | None = None, repeat: int | None = None, out: str | None = None
     parts = _round_breakdown(oracle)
     print("where a vectorized round goes (median ms per phase): "
           + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
+    grad_calls = _gradient_calls(oracle)
+    print(f"the loop's gradients, one oracle call per worker: {grad_calls['per worker']:.1f} ms per round "
+          f"(one batched call: {grad_calls['batched']:.1f} ms)")
     # Top-K alone on the stack of differences a round compresses: ours vs torch.topk
     from distopt.compressors import make as make_compressor
 
@@ -174,7 +195,7 @@ def main(d: int | None = None, repeat: int | None = None, out: str | None = None
     if out:
         atomic_write_json(Path(out) / "bench_simulator.json", {
             "n": n, "d": d, "rows": rows, "speedup": speedup, "speedup_range": [speedups[0], speedups[-1]], "clone_ms": 1e3 * t_clone, "copy_ms": 1e3 * t_copy,
-            "round_phases_ms": parts, "topk_stack_ms": 1e3 * t_ours, "torch_topk_stack_ms": 1e3 * t_torch, "topk_same_sets": same,
+            "round_phases_ms": parts, "loop_gradient_calls_ms": grad_calls, "topk_stack_ms": 1e3 * t_ours, "torch_topk_stack_ms": 1e3 * t_torch, "topk_same_sets": same,
             "round_over_floor_clone": statistics.median(floors), "round_over_floor_range": [floors[0], floors[-1]], "round_over_floor_copy": t_round / t_copy,
             "big_run_s": t_big, "big_run_finished": ok})
     return 0
