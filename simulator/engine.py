@@ -4,15 +4,17 @@ round for gradients, compression and state updates (no Python loop over workers)
 A round t >= 1, for the participating workers P (all of them unless ``participation`` < 1):
 
     G      = oracle.grads(x^t, t, P)                       # [|P|, d]
-    sent,W = method.worker_step(G, W[P], Noise(seed, t, P), lr)
+    sent,W = method.worker_step(G, W[P], Noise(seed, t, P), lr, donate=True)  # W's memory reused
     agg    = (1/n) sum_{i in P} a_i sent_i.value            # absent workers contribute nothing
     dir,S  = method.server_step(agg, S, lr)                  # (EF21-PP: the server averages all n)
     x^{t+1} = x^t - lr dir  (or dir, model-units methods)    # dir through the downlink compressor if any
 
 Round 0 runs ``init_worker``/``init_server`` on every worker at x^0 (EF21's uncompressed
 initialisation, counted in bits). ``workers="loop"`` runs the same steps one worker at a
-time, the way FL_PyTorch, Flower or FedML simulate clients: the parity baseline for tests and
-the speed baseline for ``distopt bench simulator``.
+time, each with its own oracle call, the way FL_PyTorch, Flower or FedML simulate clients: the
+parity baseline for tests and the speed baseline for ``distopt bench simulator``. The
+vectorized executor owns the stacked states, so it donates them to the step (see
+``Method.worker_step``): the same bits, less memory written.
 
 Downlink compression (EF21-BC, specs/ef-family.md §3.8): the server keeps the workers' copy
 d_hat of its direction and broadcasts C_M(dir - d_hat); everyone sets d_hat += C_M(...).

@@ -15,8 +15,9 @@ only the accepted workers; the Ray executor computes everyone and commits or dis
 driver's word (two-phase).
 
 ``LocalExecutor(mode="vectorized")`` runs one batched call for all workers (workers stacked on a
-leading axis); ``mode="loop"`` one call per worker, as FL simulators do (the parity baseline of
-tests/test_methods.py and the speed baseline of ``distopt bench simulator``).
+leading axis) and donates their states to it; ``mode="loop"`` one oracle call and one step per
+worker, as FL simulators do (the parity baseline of tests/test_methods.py and the speed
+baseline of ``distopt bench simulator``).
 """
 from __future__ import annotations
 
