@@ -3,8 +3,9 @@ baselines it is compared with (specs/ef-family.md §7):
 
 * R2: naive compressed GD (DCGD + Top-1) diverges on the 3-worker example, exactly as
   ||x^T|| = sqrt(3) (1 + lr (6 - mu)/3)^T; EF14 and EF21 converge.
-* R6: EF14's floor ||x_T - x*||^2 on heterogeneous quadratics grows like zeta^2 and shrinks like
-  lr^2; EF21 and EControl converge to x*; naive Top-5 GD stalls far away.
+* R6: EF14's floor (its mean ||x_t - x*||^2 over the last quarter of the rounds) on
+  heterogeneous quadratics grows like zeta^2 and shrinks like lr^2; EF21 and EControl converge
+  to x*; naive Top-5 GD stalls far away.
 * R7: EControl with eta in {0, 0.01, 0.1} converges, eta in {0.5, 1} diverges.
 * R8: with gradient noise sigma, EControl's floor falls roughly as 1/n and is the lowest for
   n >= 4; EF21-SGD's stays above it; EF14's is dominated by the zeta floor.
@@ -42,6 +43,18 @@ def _final(sim, key="dist_sq") -> float:
     return v if sim.status == "finished" else math.inf
 
 
+def _floor(sim, key="dist_sq") -> float:
+    """EF14's floor: the mean of ``key`` over the last quarter of the rounds. Its iterates do not
+    settle: at lr 0.1 (zeta = 10) ||x_t - x*||^2 swings between 11 and 37 over the last quarter,
+    so one final value can put a 4x smaller stepsize's floor 26x lower where the means show
+    the lr^2 law to within 4% per halving (4.15, 4.08, 3.88, 4.05 for lr 0.1 ... 0.00625)."""
+    if sim.status != "finished":
+        return math.inf
+    last = sim.history.last["round"]
+    vals = [r[key] for r in sim.history.rows if r["round"] >= 0.75 * last]
+    return sum(vals) / len(vals)
+
+
 def run(quick: bool, out, seeds=None) -> Result:
     out = Path(out)
     res = Result("EControl and the error-feedback baselines: R2, R6, R7, R8")
@@ -69,13 +82,14 @@ def run(quick: bool, out, seeds=None) -> Result:
     floors = {}
     for zeta in (0.0, 1.0, 10.0):
         oq = make(f"quadratic:dim=50,zeta={zeta}").oracle(10)
-        floors[zeta] = _final(run_sim(oq, method="ef14", compressor="topk:k=5", lr=lr, rounds=T, eval_every=T))
+        floors[zeta] = _floor(run_sim(oq, method="ef14", compressor="topk:k=5", lr=lr, rounds=T, eval_every=T // 200))
     o10 = make("quadratic:dim=50,zeta=10").oracle(10)
-    by_lr = {g: _final(run_sim(o10, method="ef14", compressor="topk:k=5", lr=g, rounds=T if g >= lr else 4 * T, eval_every=T))
-             for g in (lr, lr / 4, lr / 16)}
+    # rounds ~ 1/lr: every run covers the same lr * T, so each has settled on its floor alike
+    by_lr = {g: _floor(run_sim(o10, method="ef14", compressor="topk:k=5", lr=g, rounds=round(T * lr / g),
+                               eval_every=round(T * lr / g) // 200)) for g in (lr, lr / 4, lr / 16)}
     others = {m: _final(run_sim(o10, method=m, compressor="topk:k=5", lr=lr, rounds=T, eval_every=T))
               for m in ("ef21", "econtrol:eta=0.1", "dcgd")}
-    res.tables["R6: EF14's floor ||x_T - x*||^2 (n=10, d=50, Top-5)"] = (
+    res.tables["R6: EF14's floor, mean ||x_t - x*||^2 over the last quarter (n=10, d=50, Top-5; other methods: final)"] = (
         [{"setting": f"zeta={z:g}, lr={lr}", "ef14": v} for z, v in floors.items()]
         + [{"setting": f"zeta=10, lr={g:g}", "ef14": v} for g, v in by_lr.items()]
         + [{"setting": f"zeta=10, lr={lr}: {m}", "ef14": v} for m, v in others.items()])
@@ -132,4 +146,6 @@ def run(quick: bool, out, seeds=None) -> Result:
     res.notes.append("R6/R7 use lr = 0.1 (the spec's 0.2 on its unpublished generator): with our identity-Hessian "
                      "quadratics EControl(eta=0.1) is stable at 0.1 and not at 0.2; EF14's and naive GD's behaviour "
                      "is the same at either")
+    res.notes.append("R6's floor is EF14's mean ||x_t - x*||^2 over the last quarter of its rounds (rounds ~ 1/lr): "
+                     "its iterates keep swinging (at lr 0.1 by 3x), so a single final value is a noisy floor")
     return res
