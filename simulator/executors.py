@@ -185,7 +185,8 @@ class LocalExecutor:
             raise
         if not sent.finite_checked:  # (a fused kernel has already seen every entry: no second pass)
             check_finite(G, workers, t, "gradient")
-        self.W = sub if every else scatter_rows(self.W, workers, sub, in_place=True)  # committed only when finite
+        # committed once finite (a NaN raised above; a donated state is given up then: the run stops)
+        self.W = sub if every else scatter_rows(self.W, workers, sub, in_place=True)
         return sent, sent.bits  # the server sums the messages from their payloads where it can
 
     def _loop(self, t: int, x: Tensor, workers: Tensor, first: bool):
