@@ -329,6 +329,9 @@ def test_a_build_without_openmp_runs_rows_on_a_thread_pool(monkeypatch, tmp_path
     vals, idx, _ = _native.topk_rows(x, 60, b, out)
     assert torch.equal(idx, _definition(x - b, 60))
     assert torch.equal(out, b + torch.zeros_like(b).scatter_(1, idx, (x - b).gather(1, idx)))
+    donated = b.clone()  # out is b: D added in place, rows on the pool's threads
+    _native.topk_rows(x, 60, donated, donated)
+    assert torch.equal(donated, out)
     assert not sparse._native_stack(torch.randn(1, 100_000), 10)  # a lone long row: torch path
 
 
@@ -351,6 +354,8 @@ def test_a_portable_build_without_avx512_selects_the_same_sets(dtype, monkeypatc
         vals, idx, _ = _native.topk_rows(x, k, b, out)
         assert torch.equal(idx, _definition(x - b, k))
         assert torch.equal(out, b.clone().scatter_add_(1, idx, (x - b).gather(1, idx)))
+        donated = b.clone()  # out is b: D added in place
+        assert torch.equal(_native.topk_rows(x, k, donated, donated)[1], idx) and torch.equal(donated, out)
     if _native.parallel_row():  # one long row over 2 threads
         monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
         row = torch.randn(1, 200_000, dtype=dtype)
