@@ -239,6 +239,10 @@ def _run(state: CommState, grad: Tensor, keys: list[str], sizes: list[int], comp
     t0 = time.perf_counter()
     if all(fresh):
         sent, w_new = method.init_worker(work, noise, state.lr)
+        # owned copies: EF21's g_i^0 is the gradient itself, and ``work`` is DDP's bucket buffer,
+        # which DDP refills with the next gradients when it keeps its buckets (no rebuild after
+        # step 0, e.g. find_unused_parameters=True) -- the state must not live there
+        w_new = tree_map(torch.clone, w_new)
         state.timings["worker"] += time.perf_counter() - t0
         agg = _collect(state, sent, grad.numel(), work.dtype, comp_key)
         t1 = time.perf_counter()

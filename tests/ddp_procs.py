@@ -100,25 +100,34 @@ def run_identity_vs_default(rank, world, port, out):
     finish()
 
 
-def run_ef21_parity_and_resume(rank, world, port, out, data):
-    setup(rank, world, port)
+def _ef21_logreg(data, rank, **ddp_options):
+    """EF21 + Top-k on this rank's logreg shard through DDP: the iterates [steps + 1, d], the state."""
     import distopt.ddp as D
     from distopt.ddp import CommState
 
-    shards, reg, lr, steps, k = data["shards"], data["reg"], data["lr"], data["steps"], data["k"]
-    A, b = shards[rank]
-    model = LogReg(A.shape[1], reg)
-    ddp = DDP(model)
-    state = CommState(method="ef21", compressor=f"topk:k={k}", seed=3)
+    A, b = data["shards"][rank]
+    model = LogReg(A.shape[1], data["reg"])
+    ddp = DDP(model, **ddp_options)
+    state = CommState(method="ef21", compressor=f"topk:k={data['k']}", seed=3)
     ddp.register_comm_hook(state, D.comm_hook)
-    opt = torch.optim.SGD(ddp.parameters(), lr=lr)
+    opt = torch.optim.SGD(ddp.parameters(), lr=data["lr"])
     xs = [model.x.detach().clone()]
-    for _ in range(steps):
+    for _ in range(data["steps"]):
         opt.zero_grad()
         ddp(A, b).backward()
         opt.step()
         xs.append(model.x.detach().clone())
-    result = {"xs": torch.stack(xs), "bits": state.bits_sent, "bits_last": state.bits_last_step}
+    return torch.stack(xs), state
+
+
+def run_ef21_parity_and_resume(rank, world, port, out, data):
+    setup(rank, world, port)
+    from distopt.ddp import CommState
+
+    xs, state = _ef21_logreg(data, rank)
+    result = {"xs": xs, "bits": state.bits_sent, "bits_last": state.bits_last_step}
+    # DDP keeps its first bucket buffers (no rebuild after step 0) with find_unused_parameters
+    result["xs_unused"], _ = _ef21_logreg(data, rank, find_unused_parameters=True)
     # resume: an EControl + Rand-K run (random draws, three state tensors), stopped and restarted
     ck = out + ".ck"
     full, _ = _train_mlp(CommState(method="econtrol:eta=0.2", compressor="randk:ratio=0.3"), 10)
