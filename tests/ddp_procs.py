@@ -128,6 +128,8 @@ def run_ef21_parity_and_resume(rank, world, port, out, data):
     result = {"xs": xs, "bits": state.bits_sent, "bits_last": state.bits_last_step}
     # DDP keeps its first bucket buffers (no rebuild after step 0) with find_unused_parameters
     result["xs_unused"], _ = _ef21_logreg(data, rank, find_unused_parameters=True)
+    result["xs_view"], _ = _ef21_logreg(data, rank, gradient_as_bucket_view=True)  # grads live in the buckets
+    result["xs_static"], _ = _ef21_logreg(data, rank, static_graph=True)
     # resume: an EControl + Rand-K run (random draws, three state tensors), stopped and restarted
     ck = out + ".ck"
     full, _ = _train_mlp(CommState(method="econtrol:eta=0.2", compressor="randk:ratio=0.3"), 10)

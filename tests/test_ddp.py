@@ -47,6 +47,8 @@ def test_ef21_topk_through_ddp_equals_the_simulator(ef21_run):
     # DDP reuses its bucket buffers from step 0 on (find_unused_parameters): the state must not
     # live in one (it did: EF21's g_i was the round-0 buffer, overwritten by the next gradients)
     assert float((r["xs_unused"] - ref).abs().max()) < 1e-12
+    for other in ("xs_view", "xs_static"):  # gradient_as_bucket_view, static_graph
+        assert float((r[other] - ref).abs().max()) < 1e-12, other
     # bits: round 0 sends 8 float64 values, then 2 values + 2 int16 indices per step
     assert r["bits"] == 8 * 64 + (data["steps"] - 1) * 2 * (64 + 16)
     assert r["bits_last"] == 2 * (64 + 16)
