@@ -137,9 +137,11 @@ class CommState:
         return {
             "step": self.step, "bits_sent": self.bits_sent, "method": self.method.spec,
             "compressor": self.method.compressor.spec, "seed": self.seed, "granularity": self.granularity,
-            "worker": {k: tree_leaves(v) for k, v in self.worker.items()},
-            "server": {k: tree_leaves(v) for k, v in self.server.items()},
-            "comp": {k: tree_leaves(v) for k, v in self.comp.items()},
+            # copies: the hook updates worker states in place (donated to the step), so a dict
+            # kept in memory would otherwise change with the next steps
+            "worker": {k: [t.clone() for t in tree_leaves(v)] for k, v in self.worker.items()},
+            "server": {k: [t.clone() for t in tree_leaves(v)] for k, v in self.server.items()},
+            "comp": {k: [t.clone() for t in tree_leaves(v)] for k, v in self.comp.items()},
         }
 
     def load_state_dict(self, sd: dict) -> None:
@@ -251,7 +253,9 @@ def _run(state: CommState, grad: Tensor, keys: list[str], sizes: list[int], comp
         w = _gather(state, "worker", keys, comp_key)
         if hasattr(w, "_fields") and "comp" in w._fields:
             w = w._replace(comp=state.comp.get(comp_key, ()))
-        sent, w_new = method.worker_step(work, w, noise, state.lr)
+        # donated: w is the state's own flat tensors (or a fresh concatenation of its slices), and
+        # nothing reads the old values after the step (state_dict() hands out copies)
+        sent, w_new = method.worker_step(work, w, noise, state.lr, donate=True)
         state.timings["worker"] += time.perf_counter() - t0
         agg = _collect(state, sent, grad.numel(), work.dtype, comp_key)
         t1 = time.perf_counter()

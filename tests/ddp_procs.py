@@ -159,3 +159,42 @@ def run_workload_ddp(rank, world, port, out, workload, rounds):
                               out=out)
     train(args, rank, world)
     finish()
+
+
+def run_donated_bucket(rank, world, port, out):
+    """EF21 / EControl + Top-K on one bucket long enough for the native kernel (the hook donates
+    its state: k entries updated in place): the same parameters, to the bit, as the torch path
+    (DISTOPT_NATIVE=0), and a state_dict taken mid-run that does not change afterwards."""
+    setup(rank, world, port)
+    import distopt.ddp as D
+    from distopt.ddp import CommState
+
+    def run(method, native):
+        os.environ["DISTOPT_NATIVE"] = "1" if native else "0"
+        torch.manual_seed(0)
+        model = nn.Linear(256, 300).double()  # 77,100 parameters: one bucket, a long row
+        ddp = DDP(model, bucket_cap_mb=100)
+        state = CommState(method=method, compressor="topk:ratio=0.01", seed=1)
+        ddp.register_comm_hook(state, D.comm_hook)
+        opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
+        kept = None
+        for t in range(6):
+            g = torch.Generator().manual_seed(10 * rank + t)
+            x = torch.randn(16, 256, generator=g, dtype=torch.float64)
+            opt.zero_grad()
+            (ddp(x) ** 2).mean().backward()
+            opt.step()
+            if t == 2:
+                kept = state.state_dict()
+                frozen = {k: [v.clone() for v in vs] for k, vs in kept["worker"].items()}
+        unchanged = all(torch.equal(a, b) for k in frozen for a, b in zip(kept["worker"][k], frozen[k]))
+        return torch.cat([p.detach().reshape(-1) for p in model.parameters()]), unchanged
+
+    result = {}
+    for method in ("ef21", "econtrol:eta=0.2"):
+        (a, ua), (b, _) = run(method, True), run(method, False)
+        result[method] = (torch.equal(a, b), ua)
+    os.environ.pop("DISTOPT_NATIVE")
+    if rank == 0:
+        torch.save(result, out)
+    finish()

@@ -82,3 +82,16 @@ def test_bad_configurations_fail_at_construction():
         CommState(method="ef21", compressor="topk:k=1", granularity="bucket")
     with pytest.raises(ValueError, match="one smoothness constant per rank"):
         CommState(method="ef21-w", compressor="topk:k=1", weights=[1.0, 2.0])
+
+
+def test_a_donated_bucket_state_gives_the_torch_paths_bits(tmp_path):
+    from distopt import _native
+
+    if not _native.parallel_row():
+        pytest.skip("a lone bucket takes the torch path without an OpenMP build of the kernel")
+    out = str(tmp_path / "r.pt")
+    _spawn(P.run_donated_bucket, out)
+    r = torch.load(out, weights_only=True)
+    for method, (same, unchanged) in r.items():
+        assert same, f"{method}: the kernel's in-place step and the torch path differ"
+        assert unchanged, f"{method}: a state_dict taken mid-run changed afterwards"
