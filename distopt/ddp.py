@@ -134,14 +134,14 @@ class CommState:
     # -- checkpoint ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Tensors and plain types only (``torch.load(..., weights_only=True)`` friendly)."""
+        def copies(states: dict) -> dict:  # the hook updates worker states in place (donated to
+            # the step): a dict kept in memory must not change with the next steps
+            return {k: [t.clone() for t in tree_leaves(v)] for k, v in states.items()}
+
         return {
             "step": self.step, "bits_sent": self.bits_sent, "method": self.method.spec,
             "compressor": self.method.compressor.spec, "seed": self.seed, "granularity": self.granularity,
-            # copies: the hook updates worker states in place (donated to the step), so a dict
-            # kept in memory would otherwise change with the next steps
-            "worker": {k: [t.clone() for t in tree_leaves(v)] for k, v in self.worker.items()},
-            "server": {k: [t.clone() for t in tree_leaves(v)] for k, v in self.server.items()},
-            "comp": {k: [t.clone() for t in tree_leaves(v)] for k, v in self.comp.items()},
+            "worker": copies(self.worker), "server": copies(self.server), "comp": copies(self.comp),
         }
 
     def load_state_dict(self, sd: dict) -> None:

@@ -14,9 +14,10 @@ difference and update are separate torch ops. The vectorized engine computes all
 one call and runs the stack through the native kernel (distopt/_native: difference, Top-K and
 the NaN scan in one pass per row) when a C compiler built it, else the PyTorch threshold path
 (the first line says which); it donates the workers' states to the step
-(``worker_step(donate=True)``), so g_i + c_i is g_i with k entries per row updated in place. The run also times Top-K alone on the ``[n, d]`` stack, ours
-against ``torch.topk`` (same sets). Rounds/s are steady-state: a long run's time minus a
-one-round run's, per extra round (setup and round 0 are not rounds).
+(``worker_step(donate=True)``), so g_i + c_i is g_i with k entries per row updated in place.
+The run also times Top-K alone on the ``[n, d]`` stack, ours against ``torch.topk`` (same
+sets). Rounds/s are steady-state: a long run's time minus a one-round run's, per extra round
+(setup and round 0 are not rounds).
 
 Memory floor: a round must at least read each worker's data c_i and its EF21 state g_i
 (2 n d float32 values); at copy bandwidth (a copy of an [n, d] tensor moves 2 n d values)
@@ -72,6 +73,7 @@ def _round_breakdown(oracle, rounds: int = 5) -> dict[str, float]:
     engine's own pieces: gradients, the workers' step (difference, Top-K, state update; one
     native pass when the kernel is built), the NaN check (skipped, as in the engine, when the
     kernel has checked), aggregation from the payloads, the server step."""
+    from distopt._tree import tree_map
     from distopt.methods import make as make_method
     from distopt.noise import Noise
     from simulator.executors import check_finite
@@ -81,7 +83,7 @@ def _round_breakdown(oracle, rounds: int = 5) -> dict[str, float]:
     workers = torch.arange(n)
     x = oracle.x0()
     sent, W = method.init_worker(oracle.grads(x, 0, workers), Noise(0, 0, workers, n), 0.5)
-    W = W._replace(g=W.g.clone())  # owned, as the engine's (donated each round)
+    W = tree_map(torch.clone, W)  # owned, as the engine's (donated each round)
     _, S = method.init_server(sent.value.mean(0), 0.5)
     phases: dict[str, list[float]] = {}
 
