@@ -59,6 +59,17 @@ def pm(values: Iterable[float], digits: int = 4) -> str:
     return f"{m:.{digits}g} ± {s:.2g}"
 
 
+def paired(a: Sequence[float], b: Sequence[float], digits: int = 2) -> str:
+    """``a - b`` paired by seed: ``mean ± standard error (t = mean / se, k seeds)``. |t| < 2 is a
+    tie at this number of seeds; say so rather than read a direction into it."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"paired: need two equal-length lists of >= 2 values, got {len(a)} and {len(b)}")
+    m, sd = mean_sd([x - y for x, y in zip(a, b)])
+    se = sd / len(a) ** 0.5
+    t = m / se if se > 0 else float("inf") if m else 0.0
+    return f"{m:+.{digits}g} ± {se:.{digits}g} (t = {t:+.1f}, {len(a)} seeds)"
+
+
 def arm_rows(arms: dict, metrics: Sequence[str], label: str = "arm") -> list[dict]:
     """One row per arm of a mechanism check: ``{label: arm, metric: 'mean ± sd' (or '-'), ...,
     'seeds': k}`` from ``arms[arm][metric] = [value per seed]``."""

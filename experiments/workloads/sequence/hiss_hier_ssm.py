@@ -202,6 +202,7 @@ class HiSS:
         return sum(v.numel() for v in self.init_params(0).values())
 
     def reproduce(self, quick: bool = False, out=None, seeds: int | None = None):
+        from experiments.report import paired
         from experiments.reproduce.result import Result
 
         seeds = seeds or 3
@@ -225,10 +226,13 @@ class HiSS:
                for n in sizes}
         res.notes.append("reference, a linear read-out of each chunk's last sensor sample: "
                          + ", ".join(f"n_train={n}: {v:.4f}" for n, v in ref.items()))
+        if seeds > 1:  # a difference within 2 standard errors is a tie at this many seeds
+            res.notes.append("paired by seed, HiSS minus baseline: " + "; ".join(
+                f"{b} {paired(mses[('hiss', n0)], mses[(b, n0)], 2)}" for b in ("s4d", "lstm")))
         for base in ("s4d", "lstm"):
+            h, b = mean[("hiss", n0)], mean[(base, n0)]
             res.check(f"HiSS beats flat {base} (n_train={n0})", f"mean MSE HiSS < {base}",
-                      f"{mean[('hiss', n0)]:.4f} vs {mean[(base, n0)]:.4f} "
-                      f"({100 * (1 - mean[('hiss', n0)] / mean[(base, n0)]):.0f}% lower)", mean[("hiss", n0)] < mean[(base, n0)])
+                      f"{h:.4f} vs {b:.4f} ({100 * abs(1 - h / b):.0f}% {'lower' if h <= b else 'higher'})", h < b)
         if len(sizes) > 1:
             rel = {n: 1 - mean[("hiss", n)] / mean[("s4d", n)] for n in sizes}
             res.check("the gap to flat S4D is larger on less data", f"relative gap at n_train={sizes[1]} > at {n0}",
