@@ -24,7 +24,8 @@ Re(Lambda) as log(-Re) so that stability survives any update); ``loss`` rebuilds
 
 Mechanism check (``reproduce``), over seeds:
 1. deterministic transfer-function gap sup_w |G_init(iw) - G_HiPPO(iw)| for the SISO LegS system
-   (B HiPPO's, S4D with B/2, C random): PTD's is far smaller than S4D's;
+   (B HiPPO's, S4D with B/2, C random): PTD's is far smaller than S4D's, below a tenth of it
+   for the same system in every seed;
 2. train both initialisations on clean digits, test on u + a cos(theta* t), theta* the discrete
    frequency where the S5 initialisation's gap to HiPPO (same B, C, dt) peaks: PTD's accuracy
    drops less (mean drop over a in {0.5, 1, 2}, a robustness curve rather than one a). The
@@ -36,7 +37,11 @@ column have equal norms (``ssm.balance``: same system, but PTD's B~ no longer ho
 size ~kappa(V) that Adam steps would move off their cancellation); one dt per layer; a cosine
 (a sine vanishes at theta = pi). Trained PTD models reach lower clean accuracy than S5 in the
 same number of steps (their balanced B~, C~ entries are ~10x larger, and Adam steps are
-absolute), which narrows the robustness margin.
+absolute), which narrows the robustness margin: paired by seed, PTD's drop minus S5's is -0.037
++- 0.029 (t = -1.3) in the quick run and -0.026 +- 0.026 (t = -1.0) at 10 seeds (full), a tie
+whose sign holds. The transfer-function check holds in every one of 10 seeds (largest
+PTD / S4D gap ratio 0.056); compared across seeds (PTD's worst against S4D's best, as the
+check first did) it failed at 10 seeds, 0.141 vs 1.02, two different systems.
 """
 from __future__ import annotations
 
@@ -249,10 +254,14 @@ class S5PTD:
             {"init": "S4D/S5 (normal part)", "sup gap": mean_sd([g["s5"] for g in gaps], 4),
              "argmax w": mean_sd([g["w_star"] for g in gaps], 1), "sup |G_HiPPO|": mean_sd([g["hippo_sup"] for g in gaps], 4)},
             {"init": "PTD", "sup gap": mean_sd([g["ptd"] for g in gaps], 4), "argmax w": "", "sup |G_HiPPO|": ""}]
-        worst_ptd, best_s5 = max(g["ptd"] for g in gaps), min(g["s5"] for g in gaps)
+        # per seed, one system (the same C) initialised both ways; comparing PTD's worst seed with
+        # S4D's best instead would pair different systems and get stricter with every seed added
+        ratio = [g["ptd"] / g["s5"] for g in gaps]
+        worst = max(range(seeds), key=ratio.__getitem__)
         res.check("PTD's transfer function is far closer to HiPPO's than S4D's",
-                  "max_seed gap_PTD < 0.1 * min_seed gap_S4D",
-                  f"{worst_ptd:.4f} vs {best_s5:.4f}", worst_ptd < 0.1 * best_s5)
+                  "in every seed gap_PTD < 0.1 * gap_S4D",
+                  f"largest ratio {ratio[worst]:.3f} (seed {worst}: {gaps[worst]['ptd']:.4f} vs {gaps[worst]['s5']:.4f})",
+                  ratio[worst] < 0.1)
 
         rows = []
         for s in range(seeds):
