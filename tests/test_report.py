@@ -15,3 +15,13 @@ def test_paired_gives_the_mean_difference_its_standard_error_and_t():
 def test_paired_rejects_unpaired_or_single_seed_lists(a, b):
     with pytest.raises(ValueError, match="equal-length"):
         paired(a, b)
+
+
+def test_a_result_notes_paired_differences_and_skips_a_single_seed():
+    from experiments.reproduce.result import Result
+
+    res = Result("t")
+    res.paired("A minus B", {"mse": ([3.0, 5.0, 7.0], [1.0, 2.0, 3.0])}, unit="system")
+    assert res.notes == ["paired by system, A minus B: mse +3 ± 0.58 (t = +5.2, 3 seeds)"]
+    res.paired("A minus B", {"mse": ([3.0], [1.0])})  # one seed: no standard error, no note
+    assert len(res.notes) == 1

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Sequence
 
-from experiments.report import atomic_write_json, atomic_write_text, format_table, markdown_table
+from experiments.report import atomic_write_json, atomic_write_text, format_table, markdown_table, paired
 
 
 @dataclasses.dataclass
@@ -34,6 +35,13 @@ class Result:
     def check(self, name: str, expected: str, observed: str, holds: bool) -> bool:
         self.checks.append(Check(name, expected, observed, bool(holds)))
         return bool(holds)
+
+    def paired(self, what: str, pairs: dict[str, tuple[Sequence[float], Sequence[float]]], unit: str = "seed") -> None:
+        """A note of ``what``'s differences a - b paired by ``unit``, one per ``label: (a, b)``
+        (report.paired: mean ± standard error, t), so that a margin within its noise reads as a
+        tie. Nothing is noted with a single seed (no standard error)."""
+        if all(len(a) > 1 for a, _ in pairs.values()):
+            self.notes.append(f"paired by {unit}, {what}: " + "; ".join(f"{k} {paired(a, b)}" for k, (a, b) in pairs.items()))
 
     def print(self) -> None:
         print(f"== {self.title} ==")

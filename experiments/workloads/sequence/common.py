@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from distopt._threads import single_thread  # noqa: F401  (re-exported for the workloads)
-from experiments.report import arm_rows, mean, mean_sd, paired, pm  # noqa: F401
+from experiments.report import arm_rows, mean, mean_sd, pm  # noqa: F401
 
 # -- randomness --------------------------------------------------------------------------------
 

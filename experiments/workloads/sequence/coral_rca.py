@@ -279,9 +279,8 @@ class CORAL:
         res.tables["trigger detection (SSA + CUSUM)"] = [{"delay (samples)": C.pm(delays), "detected": sum(d < self.after for d in delays),
                                                           "false alarms (before t*)": sum(d < 0 for d in delays), "cases": len(delays)}]
         mean = {a: C.mean(per_seed[a]["map5"]) for a in arms}
-        if k > 1:  # a difference within 2 standard errors is a tie at this many systems
-            res.notes.append("paired by system, MAP@5, CORAL minus: " + "; ".join(
-                f"{o} {C.paired(per_seed[arms[0]]['map5'], per_seed[o]['map5'], 2)}" for o in arms[1:3]))
+        res.paired("MAP@5, CORAL minus", {o: (per_seed[arms[0]]["map5"], per_seed[o]["map5"]) for o in arms[1:3]},
+                   unit="system")
         for other in arms[1:3]:
             res.check(f"CORAL beats {other}", "MAP@5: CORAL > it", f"CORAL {mean[arms[0]]:.3f}, {other} {mean[other]:.3f}",
                       mean[arms[0]] > mean[other])

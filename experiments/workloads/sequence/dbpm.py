@@ -347,9 +347,7 @@ class DBPM:
         base, ours = C.mean(vals[simclr]["probe_acc"]), C.mean(vals[dbpm]["probe_acc"])
         res.check("DBPM beats plain SimCLR", "probe accuracy: DBPM > SimCLR", f"DBPM {ours:.4f}, SimCLR {base:.4f}",
                   ours > base)
-        if k > 1:  # a difference within 2 standard errors is a tie at this many seeds
-            res.notes.append("paired by seed, DBPM minus SimCLR, probe accuracy: "
-                             + C.paired(vals[dbpm]["probe_acc"], vals[simclr]["probe_acc"], 2))
+        res.paired("DBPM minus SimCLR", {"probe accuracy": (vals[dbpm]["probe_acc"], vals[simclr]["probe_acc"])})
         rec, ch = C.mean(vals[dbpm]["recall"]), C.mean(vals[dbpm]["chance"])
         res.check("flags recall the injected bad pairs far above chance", "recall >= 3 x chance",
                   f"recall {rec:.3f}, chance {ch:.3f}", rec >= 3 * ch and rec > 0)

@@ -205,7 +205,6 @@ class HiSS:
         return sum(v.numel() for v in self.init_params(0).values())
 
     def reproduce(self, quick: bool = False, out=None, seeds: int | None = None):
-        from experiments.report import paired
         from experiments.reproduce.result import Result
 
         seeds = seeds or 3
@@ -229,9 +228,7 @@ class HiSS:
                for n in sizes}
         res.notes.append("reference, a linear read-out of each chunk's last sensor sample: "
                          + ", ".join(f"n_train={n}: {v:.4f}" for n, v in ref.items()))
-        if seeds > 1:  # a difference within 2 standard errors is a tie at this many seeds
-            res.notes.append("paired by seed, HiSS minus baseline: " + "; ".join(
-                f"{b} {paired(mses[('hiss', n0)], mses[(b, n0)], 2)}" for b in ("s4d", "lstm")))
+        res.paired("HiSS minus baseline", {b: (mses[("hiss", n0)], mses[(b, n0)]) for b in ("s4d", "lstm")})
         for base in ("s4d", "lstm"):
             h, b = mean[("hiss", n0)], mean[(base, n0)]
             res.check(f"HiSS beats flat {base} (n_train={n0})", f"mean MSE HiSS < {base}",

@@ -263,7 +263,6 @@ class LNNLinkLoad:
                 "post mape": float(mape(pred[k:], y[k:])), "ttc": time_to_convergence(rel, k, 0.1, hold=12)}
 
     def reproduce(self, quick: bool = False, out=None, seeds: int | None = None):
-        from experiments.report import paired
         from experiments.reproduce.result import Result
 
         seeds = seeds or 3
@@ -292,10 +291,9 @@ class LNNLinkLoad:
                                                               ("load increase", "pre rmse", "post rmse", "post mape", "ttc")}})
         res.tables["mean ± sd over seeds"] = summary
         d_ltc, d_lstm = mean[("drastic", "ltc")], mean[("drastic", "lstm")]
-        if seeds > 1:  # a difference within 2 standard errors is a tie at this many seeds
-            per = {m: [r for r in rows if r["drift"] == "drastic" and r["model"] == m] for m in ("ltc", "lstm")}
-            res.notes.append("paired by seed, drastic drift, LTC minus LSTM: " + "; ".join(
-                f"{k} {paired([r[k] for r in per['ltc']], [r[k] for r in per['lstm']], 2)}" for k in ("post rmse", "ttc")))
+        per = {m: [r for r in rows if r["drift"] == "drastic" and r["model"] == m] for m in ("ltc", "lstm")}
+        res.paired("drastic drift, LTC minus LSTM", {k: ([r[k] for r in per["ltc"]], [r[k] for r in per["lstm"]])
+                                                     for k in ("post rmse", "ttc")})
         res.check("drastic drift: the LTC's post-failure RMSE is lower", "mean post RMSE LTC < LSTM (incremental)",
                   f"{d_ltc['post rmse']:.3f} vs {d_lstm['post rmse']:.3f}", d_ltc["post rmse"] < d_lstm["post rmse"])
         res.check("drastic drift: the LTC converges sooner", "mean time-to-convergence LTC < LSTM",

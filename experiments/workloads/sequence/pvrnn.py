@@ -406,10 +406,8 @@ class PVRNN:
         for m, what in (("er_mse", "error-regression prediction MSE"), ("trans_kl", "transition-statistics KL")):
             res.check(f"intermediate w gives the best {what}", "mid < low and mid < high",
                       f"low {lo[m]:.4g}, mid {mid[m]:.4g}, high {hi[m]:.4g}", mid[m] < lo[m] and mid[m] < hi[m])
-        if k > 1:  # a difference within 2 standard errors is a tie at this many seeds
-            lo_s, mid_s = (arms[a] for a in list(ws)[:2])
-            res.notes.append("paired by seed, mid minus low w: " + "; ".join(
-                f"{m} {C.paired(mid_s[m], lo_s[m], 2)}" for m in ("er_mse", "trans_kl", "gen_error")))
+        lo_s, mid_s = (arms[a] for a in list(ws)[:2])
+        res.paired("mid minus low w", {m: (mid_s[m], lo_s[m]) for m in ("er_mse", "trans_kl", "gen_error")})
         res.check("high w collapses to deterministic dynamics", "gen_spread: high < mid / 10",
                   f"low {lo['gen_spread']:.3g}, mid {mid['gen_spread']:.3g}, high {hi['gen_spread']:.3g}",
                   hi["gen_spread"] < mid["gen_spread"] / 10)

@@ -240,7 +240,6 @@ class S5PTD:
         """Check 1 (transfer-function gap) and check 2 (accuracy drop under u + a cos(theta* t),
         summarised as the mean drop over a in AMPS: a robustness curve, not one hand-picked a).
         Quick: N = H = 16 and 150 rounds; full: the workload's N, H and 400 rounds."""
-        from experiments.report import paired
         from experiments.reproduce.result import Result
 
         seeds = seeds or 3
@@ -281,9 +280,8 @@ class S5PTD:
         res.tables["mean ± sd over seeds"] = [
             {"init": k, **{c: mean_sd([r[c] for r in rows if r["init"] == k]) for c in keys}} for k in INITS]
         dp, ds = (sum(r["mean drop"] for r in rows if r["init"] == k) / seeds for k in ("ptd", "s5"))
-        if seeds > 1:  # a difference within 2 standard errors is a tie at this many seeds
-            res.notes.append("paired by seed, PTD minus S5, mean drop: " + paired(
-                *([r["mean drop"] for r in rows if r["init"] == k] for k in ("ptd", "s5")), 2))
+        drops = {k: [r["mean drop"] for r in rows if r["init"] == k] for k in INITS}
+        res.paired("PTD minus S5", {"mean drop": (drops["ptd"], drops["s5"])})
         res.check("PTD's accuracy drops less than S5's under noise at S5's peak-gap frequency",
                   f"mean drop over a in {AMPS}: PTD < S5", f"{dp:.3f} vs {ds:.3f}", dp < ds)
         if not quick and out is not None:

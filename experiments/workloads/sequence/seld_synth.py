@@ -332,12 +332,10 @@ class SELDSynth:
                   ", ".join(f"{c}: -{v:.4f}" for c, v in gain.items()),
                   gain["no interferers"] > max(gain["no ambient"], gain["no reverb"]))
         two = sc["SED+DOA two-branch, full"]
-        if k > 1:  # a difference within 2 standard errors is a tie at this many seeds
-            score = {a: v["seld_score"] for a, v in vals.items()}
-            res.notes.append("paired by seed, SELD score: " + "; ".join(
-                [f"ACCDOA full minus {c} {C.paired(score['ACCDOA, full'], score[f'ACCDOA, {c}'], 2)}"
-                 for c in ("no ambient", "no reverb", "no interferers")]
-                + [f"ACCDOA minus two-branch {C.paired(score['ACCDOA, full'], score['SED+DOA two-branch, full'], 2)}"]))
+        score = {a: v["seld_score"] for a, v in vals.items()}
+        res.paired("SELD score", {f"ACCDOA full minus {c}": (score["ACCDOA, full"], score[f"ACCDOA, {c}"])
+                                  for c in ("no ambient", "no reverb", "no interferers")}
+                   | {"ACCDOA minus two-branch": (score["ACCDOA, full"], score["SED+DOA two-branch, full"])})
         res.check("ACCDOA is at least as good as the two-branch SED+DOA output", "SELD score ACCDOA <= two-branch",
                   f"ACCDOA {full:.4f}, two-branch {two:.4f}", full <= two)
         if out is not None and not quick:

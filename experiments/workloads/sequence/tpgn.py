@@ -211,7 +211,6 @@ class TPGN:
         """TPGN vs GRU vs TPGN without PGN, each trained once per seed at horizon L and scored on
         its first L/2 and all L forecast steps (96 and 192 for L = 192), plus the time per
         training step. Quick: L = 96, d = 16, GRU hidden 32, batch 8, 60 rounds."""
-        from experiments.report import paired
         from experiments.reproduce.result import Result
 
         seeds = seeds or 3
@@ -232,9 +231,8 @@ class TPGN:
         res.tables[f"test MSE over the first H steps ({rounds} Adam rounds, 2 workers, L = {me.lookback})"] = [
             {"model": m, **{f"H={h}": mean_sd(mses[(m, h)]) for h in hs}} for m in MODELS]
         mean = {k: sum(v) / len(v) for k, v in mses.items()}
-        if seeds > 1:  # a difference within 2 standard errors is a tie at this many seeds
-            res.notes.append("paired by seed, MSE, TPGN minus: " + "; ".join(
-                f"{m} at H={h} {paired(mses[('tpgn', h)], mses[(m, h)], 2)}" for m in ("gru", "short_only") for h in hs))
+        res.paired("MSE, TPGN minus", {f"{m} at H={h}": (mses[("tpgn", h)], mses[(m, h)])
+                                       for m in ("gru", "short_only") for h in hs})
         for h in hs:
             res.check(f"TPGN beats the GRU at horizon {h}", "mean MSE TPGN < GRU",
                       f"{mean[('tpgn', h)]:.4f} vs {mean[('gru', h)]:.4f}", mean[("tpgn", h)] < mean[("gru", h)])
