@@ -6,6 +6,13 @@ theory stepsizes are for). ``momentum`` and ``adam`` apply heavy-ball or Adam (K
 2015) to the direction, as a DDP user's torch optimizer would apply them to the
 communicated gradient -- the usual way compressed methods are used to train networks.
 Model-unit methods (EF14, whose direction already includes lr) accept ``sgd`` only.
+
+Adam and error feedback: Adam divides each coordinate by its own running scale, so the entries
+of EF21's estimate g that a round did not refresh -- stale, often small -- still move the model
+by about lr each. A compressed method without a running estimate (DCGD) sends zeros there, and
+Adam's moments on them decay. 1-bit Adam (Tang et al. 2021) freezes the second moment before it
+compresses for the same reason. ``distopt results FAMILY --optimizers default,sgd`` shows the
+effect on each workload (experiments/results/sequence.md).
 """
 from __future__ import annotations
 

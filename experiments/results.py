@@ -4,6 +4,13 @@ dcgd + topk 0.01 (no error feedback), with the bits each sent -- which models su
 aggressive compression, and whether error feedback is what saves them.
 
 ``distopt results FAMILY`` writes ``experiments/results/FAMILY.md`` (and a JSON twin).
+
+The server optimizer matters for the second question. With Adam at the server (the sequence
+and generative workloads' default), EF21's estimate g keeps stale entries, and Adam's
+per-coordinate normalisation gives a small stale entry a full-size step; DCGD's unsent entries
+are zero and their Adam moments decay. The same nonlinearity is why 1-bit Adam (Tang et al.
+2021) freezes Adam's second moment before it compresses. ``--optimizers default,sgd`` adds
+a section under plain SGD, the EF papers' setting, so the table says which of the two it is.
 """
 from __future__ import annotations
 
@@ -19,9 +26,17 @@ CONFIGS = [("gd", "identity"), ("ef21", "topk:ratio=0.01"), ("econtrol", "topk:r
 # the compressed runs also try smaller steps: error feedback's estimate lags the gradient, and at
 # the uncompressed run's lr (tuned for gd) a method can lose for its stepsize, not its mechanism
 LR_SCALES = (1.0, 0.3, 0.1)
+DEFAULT = "default"  # each workload's own default_optimizer, at its own default_lr
+# under another server optimizer the workload's lr is not tuned (Adam's lr is 10-1000x too small
+# for SGD), so gd's lr is searched first: x LR_STEP from the workload's lr while gd's final metric
+# improves, at most LR_STEPS times each way; the compressed methods then scale from that lr
+LR_STEP, LR_STEPS = 3.0, 6
 
 
-def run_one(workload, method: str, compressor: str, n: int, rounds: int, seed: int, lr: Optional[float] = None) -> dict:
+def run_one(workload, method: str, compressor: str, n: int, rounds: int, seed: int, lr: Optional[float] = None,
+            optimizer: Optional[str] = None) -> dict:
+    """One run's final metric, bits sent and status; ``optimizer`` None or "default": the
+    workload's default_optimizer."""
     from simulator.engine import RunConfig, Simulation
     from simulator.oracles import VmapOracle
 
@@ -29,7 +44,7 @@ def run_one(workload, method: str, compressor: str, n: int, rounds: int, seed: i
         VmapOracle(workload, n, seed=seed, dtype=torch.float32)
     cfg = RunConfig(method=method, compressor=compressor, lr=lr or workload.default_lr, rounds=rounds, seed=seed,
                     eval_every=rounds, on_nonfinite="stop", progress=False,
-                    optimizer=getattr(workload, "default_optimizer", "sgd"))
+                    optimizer=_optimizer(workload, optimizer))
     try:
         sim = Simulation(oracle, cfg)
     except ValueError as e:  # e.g. no theory stepsize for this method: say so in the table
@@ -41,6 +56,35 @@ def run_one(workload, method: str, compressor: str, n: int, rounds: int, seed: i
             "bits_up": stop["bits_up"] if stop else last.get("bits_up", math.nan),
             "status": sim.status, "stopped_round": stop["round"] if stop else None,
             "start": hist.rows[0].get(workload.primary_metric, math.nan)}
+
+
+def _optimizer(workload, optimizer: Optional[str]) -> str:
+    return getattr(workload, "default_optimizer", "sgd") if optimizer in (None, DEFAULT) else optimizer
+
+
+def search_lr(run, base_lr: float, higher: bool, step: float = LR_STEP, steps: int = LR_STEPS) -> tuple[float, dict]:
+    """gd's lr under a server optimizer the workload's lr was not tuned for: from ``base_lr``,
+    multiply by ``step`` while the final metric improves (a diverged run does not); if the
+    first step up does not improve, divide instead. ``run(lr) -> result``. Returns the best
+    (lr, result); every lr tried is in ``result["lr_tried"]``."""
+    def score(r):
+        m = r["metric"]
+        ok = r["status"] == "finished" and math.isfinite(m)
+        return (ok, m if higher else -m) if ok else (False, -(r.get("stopped_round") or -1))
+
+    tried = {base_lr: run(base_lr)}
+    best = base_lr
+    for direction in (step, 1.0 / step):
+        lr = best
+        for _ in range(steps):
+            lr = lr * direction
+            tried[lr] = run(lr)
+            if score(tried[lr]) <= score(tried[best]):
+                break
+            best = lr
+        if best != base_lr:  # going up helped: no need to try down
+            break
+    return best, {**tried[best], "lr_tried": sorted(tried)}
 
 
 def verdict(higher: bool, gd: float, ef: float, dc: float) -> str:
@@ -83,60 +127,85 @@ def _fingerprint(workload) -> dict:
 
 def family_results(family: str, n: int = 4, rounds: Optional[int] = None, seed: int = 0,
                    out: str | Path = "experiments/results", progress: bool = True,
-                   lr_scales: tuple[float, ...] = LR_SCALES, max_rounds: Optional[int] = None) -> list[dict]:
+                   lr_scales: tuple[float, ...] = LR_SCALES, max_rounds: Optional[int] = None,
+                   optimizers: tuple[str, ...] = (DEFAULT,)) -> list[dict]:
     """``rounds``: every workload's rounds (default: its ``default_rounds``), capped at
-    ``max_rounds``. Each finished workload's row is kept under ``out/.partial/FAMILY/`` (with
-    the settings it ran under and the workload's fingerprint), so an interrupted run resumes
-    where it stopped; a row is reused only if both still match."""
-    import json
-
+    ``max_rounds``. ``optimizers``: one table section per server optimizer ("default": each
+    workload's own, at its own lr; any other: gd's lr searched first, see ``search_lr``).
+    Each finished workload's row is kept under ``out/.partial/FAMILY/`` (with the settings it
+    ran under and the workload's fingerprint), so an interrupted run resumes where it stopped;
+    a row is reused only if both still match. Returns the rows, each with its "optimizer"."""
     from tqdm.auto import tqdm
 
     from experiments.workloads import FAMILIES, make
 
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; valid: {', '.join(sorted(FAMILIES))}")
+    for opt in optimizers:
+        if opt != DEFAULT:
+            from distopt import optim
+            optim.make(opt)  # an unknown optimizer fails here, before any run
     out = Path(out)
     rows = []
-    for wid in tqdm(FAMILIES[family], desc=family, disable=not progress):
-        w = make(wid)
-        r = rounds or w.default_rounds
-        r = min(r, max_rounds) if max_rounds else r
-        settings = {"n": n, "rounds": r, "seed": seed, "lr_scales": list(lr_scales), "configs": CONFIGS,
-                    "workload": _fingerprint(w)}
-        settings = json.loads(json.dumps(settings, default=str))  # as it reads back from the file
-        partial = out / ".partial" / family / f"{wid}.json"
-        if partial.exists():
-            saved = json.loads(partial.read_text())
-            if saved.get("settings") == settings:
-                rows.append(saved["row"])
-                continue
-        base_lr = w.default_lr
-        scales = lr_scales if isinstance(base_lr, (int, float)) else (1.0,)  # "theory" stepsizes: as resolved
-        res, chosen = {}, {}
-        for m, c in CONFIGS:
-            runs = {sc: run_one(w, m, c, n, r, seed, lr=base_lr * sc if sc != 1.0 else None)
-                    for sc in (scales if m != "gd" else (1.0,))}
-            chosen[f"{m}+{c}"], res[f"{m}+{c}"] = best_of(runs, w.higher_is_better)
-        row = {"workload": wid, "metric": f"{w.primary_metric} ({'higher' if w.higher_is_better else 'lower'} is better)",
-               "rounds": r, "lr": base_lr, "start": res["gd+identity"]["start"]}
-        for key, v in res.items():
-            shown = v["metric"] if v["status"] == "finished" else (
-                f"diverged at round {v['stopped_round']}" if v.get("stopped_round") is not None else v["status"])
-            row[key] = shown if key == "gd+identity" or isinstance(shown, str) else f"{shown:.4g} (x{chosen[key]:g})"
-            row[f"bits {key.split('+')[0]}"] = v["bits_up"]
-        num = {k: (v["metric"] if v["status"] == "finished" else math.nan) for k, v in res.items()}
-        row["verdict"] = verdict(w.higher_is_better, num["gd+identity"], num["ef21+topk:ratio=0.01"], num["dcgd+topk:ratio=0.01"])
-        atomic_write_json(partial, {"settings": settings, "row": row})
-        rows.append(row)
+    todo = [(opt, wid) for opt in optimizers for wid in FAMILIES[family]]
+    for opt, wid in tqdm(todo, desc=family, disable=not progress):
+        rows.append(_workload_row(family, make(wid), opt, n, rounds, max_rounds, seed, lr_scales, out))
     write_table(family, rows, n=n, seed=seed, lr_scales=lr_scales, max_rounds=max_rounds, out=out,
-                rounds=rounds)
+                rounds=rounds, optimizers=optimizers)
     return rows
 
 
+def _workload_row(family, w, opt, n, rounds, max_rounds, seed, lr_scales, out) -> dict:
+    import json
+
+    r = rounds or w.default_rounds
+    r = min(r, max_rounds) if max_rounds else r
+    settings = {"n": n, "rounds": r, "seed": seed, "lr_scales": list(lr_scales), "configs": CONFIGS,
+                "workload": _fingerprint(w)}
+    name = w.name
+    if opt != DEFAULT:  # the default's settings and file name are as before optimizers were added
+        settings.update(optimizer=opt, lr_search=[LR_STEP, LR_STEPS])
+        name += "." + "".join(ch if ch.isalnum() else "_" for ch in opt)
+    settings = json.loads(json.dumps(settings, default=str))  # as it reads back from the file
+    partial = out / ".partial" / family / f"{name}.json"
+    if partial.exists():
+        saved = json.loads(partial.read_text())
+        if saved.get("settings") == settings:
+            return {"optimizer": _optimizer(w, opt), **saved["row"]}
+    base_lr = w.default_lr
+    numeric = isinstance(base_lr, (int, float))
+    scales = lr_scales if numeric else (1.0,)  # "theory" stepsizes: as resolved
+
+    def run(m, c, lr):
+        return run_one(w, m, c, n, r, seed, lr=lr, optimizer=opt)
+
+    if opt != DEFAULT and numeric:
+        base_lr, gd = search_lr(lambda lr: run("gd", "identity", lr), base_lr, w.higher_is_better)
+    else:
+        gd = run("gd", "identity", None)
+    res, chosen = {"gd+identity": gd}, {"gd+identity": 1.0}
+    for m, c in CONFIGS[1:]:
+        runs = {sc: run(m, c, base_lr * sc if numeric else None) for sc in scales}
+        chosen[f"{m}+{c}"], res[f"{m}+{c}"] = best_of(runs, w.higher_is_better)
+    row = {"workload": w.name, "metric": f"{w.primary_metric} ({'higher' if w.higher_is_better else 'lower'} is better)",
+           "rounds": r, "lr": base_lr, "start": gd["start"]}
+    if "lr_tried" in gd:
+        row["gd lrs tried"] = ", ".join(f"{x:.3g}" for x in gd["lr_tried"])
+    for key, v in res.items():
+        shown = v["metric"] if v["status"] == "finished" else (
+            f"diverged at round {v['stopped_round']}" if v.get("stopped_round") is not None else v["status"])
+        row[key] = shown if key == "gd+identity" or isinstance(shown, str) else f"{shown:.4g} (x{chosen[key]:g})"
+        row[f"bits {key.split('+')[0]}"] = v["bits_up"]
+    num = {k: (v["metric"] if v["status"] == "finished" else math.nan) for k, v in res.items()}
+    row["verdict"] = verdict(w.higher_is_better, num["gd+identity"], num["ef21+topk:ratio=0.01"], num["dcgd+topk:ratio=0.01"])
+    atomic_write_json(partial, {"settings": settings, "row": row})
+    return {"optimizer": _optimizer(w, opt), **row}
+
+
 def write_table(family: str, rows: list[dict], n: int, seed: int, lr_scales, max_rounds: Optional[int],
-                out: str | Path, rounds: Optional[int] = None) -> None:
-    """``out/FAMILY.md`` (with the command that regenerates it) and ``out/FAMILY.json``."""
+                out: str | Path, rounds: Optional[int] = None, optimizers: tuple[str, ...] = (DEFAULT,)) -> None:
+    """``out/FAMILY.md`` (with the command that regenerates it; one section per server
+    optimizer when there are several) and ``out/FAMILY.json``."""
     out = Path(out)
     cmd = f"distopt results {family}"
     if n != 4:
@@ -149,15 +218,34 @@ def write_table(family: str, rows: list[dict], n: int, seed: int, lr_scales, max
         cmd += f" --seed {seed}"
     if tuple(lr_scales) != LR_SCALES:
         cmd += " --lr-scales " + ",".join(f"{x:g}" for x in lr_scales)
+    if tuple(optimizers) != (DEFAULT,):
+        cmd += " --optimizers " + ",".join(optimizers)
     cols = (["workload", "metric", "rounds", "lr", "start"] + [f"{m}+{c}" for m, c in CONFIGS]
             + [f"bits {m}" for m, _ in CONFIGS] + ["verdict"])
+    scales = f"{{{', '.join(f'{x:g}' for x in lr_scales)}}}"
     text = (f"# {family}: final metric after equal rounds, n = {n} workers\n\n"
-            f"Generated by `{cmd}` (seed {seed}, float32, each workload's default lr and server optimizer). "
-            "gd runs at that lr; each compressed method runs at lr x "
-            f"{{{', '.join(f'{x:g}' for x in lr_scales)}}} and shows its best final metric, with the scale "
-            "in parentheses.\n"
+            f"Generated by `{cmd}` (seed {seed}, float32"
+            + (", each workload's default lr and server optimizer). " if len(optimizers) == 1 and optimizers[0] == DEFAULT
+               else "; one section per server optimizer). ")
+            + f"gd runs at that lr; each compressed method runs at lr x {scales} and shows its best final metric, "
+            "with the scale in parentheses.\n"
             "bits = uplink bits per worker, cumulative (round 0 of ef21/econtrol sends the full gradient); "
-            "for a diverged run, what it sent before it stopped.\n\n"
-            + markdown_table(rows, cols))
+            "for a diverged run, what it sent before it stopped.\n\n")
+    if tuple(optimizers) == (DEFAULT,):
+        text += markdown_table(rows, cols)
+    else:
+        per = len(rows) // len(optimizers)
+        for i, opt in enumerate(optimizers):
+            part = rows[i * per:(i + 1) * per]
+            if opt == DEFAULT:
+                used = ", ".join(sorted({r["optimizer"] for r in part}))
+                text += (f"## Server optimizer: each workload's default ({used}), at its default lr\n\n")
+            else:
+                text += (f"## Server optimizer: {opt}\n\n"
+                         f"The workloads' lrs are tuned for their default optimizer, so gd's lr (the lr column) is "
+                         f"searched first: from the workload's lr, x{LR_STEP:g} while gd's final metric improves "
+                         f"(or /{LR_STEP:g} if the first step up does not); the compressed methods run at that lr x "
+                         f"{scales}.\n\n")
+            text += markdown_table(part, cols + (["gd lrs tried"] if opt != DEFAULT else [])) + "\n"
     atomic_write_text(out / f"{family}.md", text)
     atomic_write_json(out / f"{family}.json", rows)

@@ -61,3 +61,42 @@ def test_family_results_resume_from_finished_workloads(tmp_path, monkeypatch):
     monkeypatch.setattr(R, "_fingerprint", lambda w: {**fingerprint(w), "source": "edited"})
     with pytest.raises(AssertionError, match="ran again"):  # the workload's code changed: not reused
         R.family_results("convex", rounds=3, out=tmp_path, progress=False, lr_scales=(1.0,))
+
+
+def test_search_lr_climbs_while_the_metric_improves_then_tries_down():
+    from experiments.results import search_lr
+
+    def fake(best):  # final metric is |log10(lr / best)|, lower is better; lr > 10 diverges
+        def run(lr):
+            if lr > 10:
+                return {"status": "diverged: nan", "metric": math.nan, "stopped_round": 3}
+            return {"status": "finished", "metric": abs(math.log10(lr / best)), "stopped_round": None}
+        return run
+
+    lr, r = search_lr(fake(0.9), 0.01, higher=False)
+    assert lr == pytest.approx(0.81) and r["lr_tried"] == pytest.approx([0.01, 0.03, 0.09, 0.27, 0.81, 2.43])
+    lr, r = search_lr(fake(1e-4), 0.01, higher=False)  # first step up is worse: go down instead
+    assert lr == pytest.approx(0.01 / 81) and min(r["lr_tried"]) == pytest.approx(0.01 / 243)
+    lr, _ = search_lr(fake(50.0), 1.0, higher=False)  # divergence stops the climb
+    assert lr == pytest.approx(9.0)
+    lr, r = search_lr(fake(0.01), 0.01, higher=False)  # already best: one try each way
+    assert lr == 0.01 and len(r["lr_tried"]) == 3
+
+
+def test_family_results_one_section_per_server_optimizer(tmp_path, monkeypatch):
+    import experiments.results as R
+
+    monkeypatch.setattr(type(make("logreg")), "default_lr", 0.5)  # a tuned lr: searched under momentum
+    rows = R.family_results("convex", rounds=3, out=tmp_path, progress=False, lr_scales=(1.0,),
+                            optimizers=("default", "momentum"))
+    assert len(rows) == 6 and [r["optimizer"] for r in rows] == ["sgd"] * 3 + ["momentum"] * 3
+    text = (tmp_path / "convex.md").read_text()
+    assert "--optimizers default,momentum" in text
+    assert "## Server optimizer: each workload's default (sgd)" in text and "## Server optimizer: momentum" in text
+    by = {(r["optimizer"], r["workload"]): r for r in rows}
+    assert len(by["momentum", "logreg"]["gd lrs tried"].split(", ")) >= 3  # 0.5 and a step each way at least
+    lr = by["momentum", "logreg"]["lr"]
+    assert any(float(x) == pytest.approx(lr, rel=0.01) for x in by["momentum", "logreg"]["gd lrs tried"].split(", "))
+    assert "gd lrs tried" not in by["sgd", "logreg"] and "gd lrs tried" not in by["momentum", "lstsq"]  # theory lr
+    with pytest.raises(ValueError, match="optimizer"):
+        R.family_results("convex", rounds=3, out=tmp_path, progress=False, optimizers=("default", "adamw"))

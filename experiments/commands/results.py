@@ -11,6 +11,10 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default="experiments/results")
     p.add_argument("--lr-scales", default="1,0.3,0.1",
                    help="the compressed methods run at the workload's lr times each of these; the best is shown")
+    p.add_argument("--optimizers", default="default",
+                   help="server optimizers, one table section each: 'default' (each workload's own, at its lr) "
+                        "and/or an optimizer spec (sgd, momentum, adam); under a non-default one gd's lr is "
+                        "searched first. E.g. default,sgd")
 
 
 def run(args) -> int:
@@ -24,8 +28,9 @@ def run(args) -> int:
     if not scales or any(not v > 0 for v in scales):
         raise ValueError(f"--lr-scales takes comma-separated positive numbers, e.g. 1,0.3,0.1; got {args.lr_scales!r}")
     rows = family_results(args.family, n=args.workers, rounds=args.rounds, seed=args.seed, out=args.out,
-                          lr_scales=scales, max_rounds=args.max_rounds)
-    print(format_table(rows, ["workload", "metric", "gd+identity", "ef21+topk:ratio=0.01", "econtrol+topk:ratio=0.01",
+                          lr_scales=scales, max_rounds=args.max_rounds,
+                          optimizers=tuple(o.strip() for o in args.optimizers.split(",") if o.strip()) or ("default",))
+    print(format_table(rows, ["workload", "optimizer", "metric", "gd+identity", "ef21+topk:ratio=0.01", "econtrol+topk:ratio=0.01",
                               "dcgd+topk:ratio=0.01", "verdict"]))
     print(f"written: {args.out}/{args.family}.md")
     return 0
