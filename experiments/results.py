@@ -27,10 +27,10 @@ CONFIGS = [("gd", "identity"), ("ef21", "topk:ratio=0.01"), ("econtrol", "topk:r
 # the uncompressed run's lr (tuned for gd) a method can lose for its stepsize, not its mechanism
 LR_SCALES = (1.0, 0.3, 0.1)
 DEFAULT = "default"  # each workload's own default_optimizer, at its own default_lr
-# under another server optimizer the workload's lr is not tuned (Adam's lr is 10-1000x too small
-# for SGD), so gd's lr is searched first: x LR_STEP from the workload's lr while gd's final metric
-# improves, at most LR_STEPS times each way; the compressed methods then scale from that lr
+# under another server optimizer the workload's lr is not tuned (Adam's lr is 3-100x too small
+# for SGD here), so gd's lr is searched first (search_lr); the compressed methods scale from it
 LR_STEP, LR_STEPS = 3.0, 6
+LR_SEARCH = f"x{LR_STEP:g} until worse (ties go on), at most {LR_STEPS} steps; else /{LR_STEP:g}"  # in a row's settings
 
 
 def run_one(workload, method: str, compressor: str, n: int, rounds: int, seed: int, lr: Optional[float] = None,
@@ -63,29 +63,33 @@ def _optimizer(workload, optimizer: Optional[str]) -> str:
 
 
 def search_lr(run, base_lr: float, higher: bool, step: float = LR_STEP, steps: int = LR_STEPS) -> tuple[float, dict]:
-    """gd's lr under a server optimizer the workload's lr was not tuned for: from ``base_lr``,
-    multiply by ``step`` while the final metric improves (a diverged run does not); if the
-    first step up does not improve, divide instead. ``run(lr) -> result``. Returns the best
-    (lr, result); every lr tried is in ``result["lr_tried"]``."""
+    """gd's lr under a server optimizer the workload's lr was not tuned for. From ``base_lr``,
+    multiply by ``step`` until the final metric gets worse than at the previous lr (at most
+    ``steps`` times; a tie goes on, so a metric flat at its untrained value does not stop the
+    search); if no lr above ``base_lr`` beats it, divide instead, by the same rule. A diverged
+    run is worse than any finished one, and one that diverged later is the better of two.
+    ``run(lr) -> result``. Returns the best (lr, result), the lowest lr among equals, with
+    every lr tried in ``result["lr_tried"]``."""
     def score(r):
         m = r["metric"]
-        ok = r["status"] == "finished" and math.isfinite(m)
-        return (ok, m if higher else -m) if ok else (False, -(r.get("stopped_round") or -1))
+        if r["status"] == "finished" and math.isfinite(m):
+            return (1, m if higher else -m)
+        return (0, r.get("stopped_round") or -1)
 
     tried = {base_lr: run(base_lr)}
     best = base_lr
     for direction in (step, 1.0 / step):
-        lr = best
+        lr = base_lr
         for _ in range(steps):
-            lr = lr * direction
+            prev, lr = lr, lr * direction
             tried[lr] = run(lr)
-            if score(tried[lr]) <= score(tried[best]):
+            if score(tried[lr]) < score(tried[prev]):
                 break
-            best = lr
-        if best != base_lr:  # going up helped: no need to try down
+            if score(tried[lr]) > score(tried[best]):
+                best = lr
+        if best != base_lr:  # a larger lr helped: no need to try smaller ones
             break
     return best, {**tried[best], "lr_tried": sorted(tried)}
-
 
 def verdict(higher: bool, gd: float, ef: float, dc: float) -> str:
     def close(a, b):
@@ -164,7 +168,7 @@ def _workload_row(family, w, opt, n, rounds, max_rounds, seed, lr_scales, out) -
                 "workload": _fingerprint(w)}
     name = w.name
     if opt != DEFAULT:  # the default's settings and file name are as before optimizers were added
-        settings.update(optimizer=opt, lr_search=[LR_STEP, LR_STEPS])
+        settings.update(optimizer=opt, lr_search=LR_SEARCH)
         name += "." + "".join(ch if ch.isalnum() else "_" for ch in opt)
     settings = json.loads(json.dumps(settings, default=str))  # as it reads back from the file
     partial = out / ".partial" / family / f"{name}.json"
@@ -243,8 +247,9 @@ def write_table(family: str, rows: list[dict], n: int, seed: int, lr_scales, max
             else:
                 text += (f"## Server optimizer: {opt}\n\n"
                          f"The workloads' lrs are tuned for their default optimizer, so gd's lr (the lr column) is "
-                         f"searched first: from the workload's lr, x{LR_STEP:g} while gd's final metric improves "
-                         f"(or /{LR_STEP:g} if the first step up does not); the compressed methods run at that lr x "
+                         f"searched first: from the workload's lr, x{LR_STEP:g} until gd's final metric gets worse "
+                         f"(ties go on; at most {LR_STEPS} steps), or /{LR_STEP:g} if no larger lr is better; the "
+                         f"compressed methods run at that lr x "
                          f"{scales}.\n\n")
             text += markdown_table(part, cols + (["gd lrs tried"] if opt != DEFAULT else [])) + "\n"
     atomic_write_text(out / f"{family}.md", text)

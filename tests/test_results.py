@@ -82,6 +82,20 @@ def test_search_lr_climbs_while_the_metric_improves_then_tries_down():
     lr, r = search_lr(fake(0.01), 0.01, higher=False)  # already best: one try each way
     assert lr == 0.01 and len(r["lr_tried"]) == 3
 
+    def blowup(lr):  # above 0.05 diverges, the sooner the larger lr; below, best at 0.01
+        if lr > 0.05:
+            return {"status": "diverged: nan", "metric": math.nan, "stopped_round": int(1 / lr)}
+        return {"status": "finished", "metric": abs(math.log10(lr / 0.01)), "stopped_round": None}
+
+    lr, r = search_lr(blowup, 1.0, higher=False)  # diverged base: later divergence counts as better, then finish
+    assert lr == pytest.approx(1 / 81) and len(r["lr_tried"]) == 7
+
+    def flat(lr):  # untrained (1.0) below lr 0.5, then 0.2 at every larger lr; higher is worse
+        return {"status": "finished", "metric": 1.0 if lr < 0.5 else 0.2, "stopped_round": None}
+
+    lr, r = search_lr(flat, 0.01, higher=False)  # ties do not stop the climb; the first best lr is kept
+    assert lr == pytest.approx(0.81) and max(r["lr_tried"]) == pytest.approx(0.01 * 3 ** 6)
+
 
 def test_family_results_one_section_per_server_optimizer(tmp_path, monkeypatch):
     import experiments.results as R
