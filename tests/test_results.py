@@ -19,6 +19,15 @@ def test_verdict(higher, gd, ef, dc, expected):
     assert verdict(higher, gd, ef, dc) == expected
 
 
+def test_verdict_measures_closeness_against_how_far_gd_went():
+    # accuracy 0.54 -> 0.60 under gd: 0.57 is within 10% of 0.60, but half of gd's progress short
+    assert verdict(True, 0.60, 0.57, 0.54) == "survives top-1%; dcgd does as well"  # no start: value only
+    assert verdict(True, 0.60, 0.57, 0.54, start=0.54) == "degraded at top-1%; error feedback helps"
+    assert verdict(True, 0.60, 0.598, 0.597, start=0.54) == "survives top-1%; dcgd does as well"
+    # and 10% of the value still applies where gd went far: rmse 1.7 -> 0.034, 0.17 is 5x worse
+    assert verdict(False, 0.034, 0.17, 0.045, start=1.7) == "degraded at top-1%; dcgd does better"
+
+
 def test_diverged_run_reports_round_and_bits_sent():
     w = make("logreg")
     ok = run_one(w, "ef21", "topk:ratio=0.1", n=4, rounds=5, seed=0)
