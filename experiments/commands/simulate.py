@@ -33,7 +33,9 @@ def add_run_arguments(p) -> None:
     p.add_argument("--participation", type=float, default=1.0, help="probability a worker takes part in a round (EF21-PP)")
     p.add_argument("--down-compressor", default=None, help="compress the server's broadcast too (EF21-BC)")
     p.add_argument("--optimizer", default=None, help="server optimizer on the aggregated direction: sgd (the methods' rule), "
-                   "momentum:beta=0.9, adam (default: the workload's default_optimizer, else sgd)")
+                   "momentum:beta=0.9, adam (default: the workload's default_optimizer, else sgd). With a "
+                   "sparsifier, adam favours dcgd over ef21: it gives EF21's stale entries full steps "
+                   "(experiments/results/sequence.md)")
     p.add_argument("--target", type=float, default=None, help="stop once ||grad f||^2 <= target")
     p.add_argument("--out", default=None, help="output folder (default runs/<workload>-<method>-<compressor>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
