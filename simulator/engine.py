@@ -125,7 +125,8 @@ def resolve_lr(cfg: RunConfig, method: Method, oracle: Oracle) -> float:
     if name in ("gd", "dcgd"):
         return 1.0 / oracle.L
     if name in ("econtrol", "ef21-sgdm"):
-        raise ValueError(f"{name} has no verified theory stepsize ({method.theory}); give a numeric --lr")
+        why = method.theory.removesuffix(": give a numeric --lr")  # the methods table's wording, said once here
+        raise ValueError(f"{name} has no verified theory stepsize ({why}); give a numeric --lr")
     if not method.compressor.contractive:
         raise ValueError(f"compressor {method.compressor.spec} has no alpha, so no theory stepsize; give a numeric --lr")
     alpha = method.compressor.alpha(oracle.d)
