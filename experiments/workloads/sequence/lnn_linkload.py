@@ -58,6 +58,21 @@ Full check (400 rounds, 3 seeds), drastic drift: post-failure RMSE LTC 1.67 vs L
 time to convergence 27.7 vs 46.3 steps; RMSE_LSTM / RMSE_LTC 1.20 under mild drift vs 1.30 under
 drastic (holds narrowly; the LTC's RMSE is lower under mild drift too). The continuous updates
 cost accuracy before the failure: pre-failure RMSE 0.23 vs 0.19 (drastic link), 0.74 vs 0.50 (mild).
+
+Compressed offline training (experiments/results/sequence.md: n = 4, top-1% = 11 of d = 1185
+coordinates per worker, 300 rounds): at seed 0, EF21 ends worse than DCGD under both server
+optimizers. Under SGD that is one seed's early overshoot, not error feedback failing. The lr
+the table's search picks for gd, 0.09, sits at gd's edge of stability there: gd's loss goes
+3.0 -> 13.2 -> 33.7 and then recovers, because each round brings a fresh gradient. EF21 at that
+lr keeps the overshoot's stale entries in its estimate and diverges within 15 rounds, also with
+4x the batch (128), so it is not gradient noise. At 0.5x and 0.3x it is stable but slow (RMSE
+0.135 and 0.143; DCGD 0.116, gd 0.098). At seeds 1 and 2 (data and init), where gd starts lower
+and does not overshoot, EF21 at lr 0.09 beats DCGD: 0.121 vs 0.130 and 0.116 vs 0.118 (gd 0.108,
+0.110). EF14 at lr 0.09 ends within 1% of gd or below it at every seed (0.090, 0.1085, 0.111) and
+6-22% below DCGD.
+EF21-SGDM (momentum 0.1) is not steadier: 0.082 at seed 0 but 0.158 at seed 1, where it
+overshoots to a loss of 9.8. Under Adam, see distopt/optim.py: Adam gives EF21's stale entries
+full steps.
 """
 from __future__ import annotations
 
