@@ -242,6 +242,10 @@ class HiSS:
             h, b = mean[("hiss", n0)], mean[(base, n0)]
             res.check(f"HiSS beats flat {base} (n_train={n0})", f"mean MSE HiSS < {base}",
                       f"{h:.4f} vs {b:.4f} ({100 * abs(1 - h / b):.0f}% {'lower' if h <= b else 'higher'})", h < b)
+        if mean[("hiss", n0)] >= mean[("lstm", n0)]:
+            res.notes.append(f"HiSS not beating the LSTM is the known result on this generator (a strict xfail "
+                             f"in the tests); {Path(__file__).name}'s docstring lists the probes: seeds, dropout, "
+                             f"depth, lr, length, targets, selective layers, the official read-out")
         if len(sizes) > 1:
             rel = {n: 1 - mean[("hiss", n)] / mean[("s4d", n)] for n in sizes}
             res.check("the gap to flat S4D is larger on less data", f"relative gap at n_train={sizes[1]} > at {n0}",
