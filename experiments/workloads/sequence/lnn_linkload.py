@@ -68,7 +68,7 @@ lr keeps the overshoot's stale entries in its estimate and diverges within 15 ro
 4x the batch (128), so it is not gradient noise. At 0.5x and 0.3x it is stable but slow (RMSE
 0.135 and 0.143; DCGD 0.116, gd 0.098). At seeds 1 and 2 (data and init), where gd starts lower
 and does not overshoot, EF21 at lr 0.09 beats DCGD: 0.121 vs 0.130 and 0.116 vs 0.118 (gd 0.108,
-0.110). EF14 at lr 0.09 ends within 1% of gd or below it at every seed (0.090, 0.1085, 0.111) and
+0.110); at the table's 0.3x it does not (0.167, 0.160). EF14 at lr 0.09 ends within 1% of gd or below it at every seed (0.090, 0.1085, 0.111) and
 6-22% below DCGD.
 EF21-SGDM (momentum 0.1) is not steadier: 0.082 at seed 0 but 0.158 at seed 1, where it
 overshoots to a loss of 9.8. Under Adam, see distopt/optim.py: Adam gives EF21's stale entries
