@@ -46,7 +46,7 @@ run's ``evaluate``: the MAP@5 of one fault case, which only says where one root 
 entities (rank r -> (6 - r) / 5, 0 past 5). The graphs that 300 rounds learn there are barely
 informative. Of the random walk's mass, the true root gets 0.016-0.081 across the table's
 eight runs at seed 0 (gd, EF21, EControl and DCGD, under Adam and SGD), against 0.05 for a
-uniform graph. Those runs put the root at ranks 1, 3, 4, 5, 10, 10 and 18. gd under SGD
+uniform graph. Those runs put the root at ranks 1, 1, 3, 4, 5, 10, 10 and 18. gd under SGD
 scores 0.2 at lr 0.02/3 and 0 at 0.006667. The mechanism check averages MAP@5 over systems x
 faults, and there CORAL's edge holds.
 """
