@@ -41,7 +41,7 @@ acyclicity terms depend on parameters only: every worker's loss carries them in 
 mean over workers counts them once.
 Trigger detection and the random walk are cheap single-stream computations, not distributed.
 
-Read the results table's row (experiments/results/sequence.md) as noise. Its metric is one
+The results table's row (experiments/results/sequence.md) is close to chance. Its metric is one
 run's ``evaluate``: the MAP@5 of one fault case, which only says where one root ranks among 20
 entities (rank r -> (6 - r) / 5, 0 past 5). The graphs that 300 rounds learn there are barely
 informative. Of the random walk's mass, the true root gets 0.016-0.081 across the table's
