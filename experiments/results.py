@@ -15,6 +15,7 @@ a section under plain SGD, the EF papers' setting, so the table says which of th
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -92,11 +93,12 @@ def search_lr(run, base_lr: float, higher: bool, step: float = LR_STEP, steps: i
     return best, {**tried[best], "lr_tried": sorted(tried)}
 
 
-def verdict(higher: bool, gd: float, ef: float, dc: float, start: float = math.nan) -> str:
-    """Two final metrics are close when they differ by at most 10% of the second's value and,
-    given the round-0 value ``start``, by at most 10% of the way gd went from it: on a metric
-    that barely moves in training (accuracy 0.54 -> 0.60), 10% of the value alone would call
-    any two runs close."""
+def verdict_parts(higher: bool, gd: float, ef: float, dc: float, start: float = math.nan) -> tuple[bool, str]:
+    """(EF21 survives: within reach of gd or better; EF21 against DCGD: "close", "ahead" or
+    "behind"). Two final metrics are close when they differ by at most 10% of the second's
+    value and, given the round-0 value ``start``, by at most 10% of the way gd went from it: on a
+    metric that barely moves in training (accuracy 0.54 -> 0.60), 10% of the value alone would
+    call any two runs close."""
     progress = abs(gd - start) if math.isfinite(start) and math.isfinite(gd) else math.inf
 
     def close(a, b):
@@ -106,13 +108,14 @@ def verdict(higher: bool, gd: float, ef: float, dc: float, start: float = math.n
     def better(a, b):
         return math.isfinite(a) and (not math.isfinite(b) or (a > b if higher else a < b))
 
-    survives = close(ef, gd) or better(ef, gd)
-    if close(ef, dc):
-        ef_vs_dc = "dcgd does as well"
-    elif better(ef, dc):
-        ef_vs_dc = "error feedback is what saves it" if survives else "error feedback helps"
-    else:
-        ef_vs_dc = "dcgd does better"
+    return close(ef, gd) or better(ef, gd), "close" if close(ef, dc) else "ahead" if better(ef, dc) else "behind"
+
+
+def verdict(higher: bool, gd: float, ef: float, dc: float, start: float = math.nan) -> str:
+    """The table's verdict, from ``verdict_parts``."""
+    survives, vs = verdict_parts(higher, gd, ef, dc, start)
+    ef_vs_dc = {"close": "dcgd does as well", "behind": "dcgd does better",
+                "ahead": "error feedback is what saves it" if survives else "error feedback helps"}[vs]
     return ("survives top-1%" if survives else "degraded at top-1%") + "; " + ef_vs_dc
 
 
@@ -140,10 +143,13 @@ def _fingerprint(workload) -> dict:
 def family_results(family: str, n: int = 4, rounds: Optional[int] = None, seed: int = 0,
                    out: str | Path = "experiments/results", progress: bool = True,
                    lr_scales: tuple[float, ...] = LR_SCALES, max_rounds: Optional[int] = None,
-                   optimizers: tuple[str, ...] = (DEFAULT,)) -> list[dict]:
+                   optimizers: tuple[str, ...] = (DEFAULT,), check_seeds: tuple[int, ...] = ()) -> list[dict]:
     """``rounds``: every workload's rounds (default: its ``default_rounds``), capped at
     ``max_rounds``. ``optimizers``: one table section per server optimizer ("default": each
     workload's own, at its own lr; any other: gd's lr searched first, see ``search_lr``).
+    ``check_seeds``: more seeds at which gd, EF21 and DCGD re-run at the lrs chosen at ``seed``;
+    the row's "across seeds" column counts the verdict's two parts over all of them (one seed's
+    verdict can turn on one run's early overshoot).
     Each finished workload's row is kept under ``out/.partial/FAMILY/`` (with the settings it
     ran under and the workload's fingerprint), so an interrupted run resumes where it stopped;
     a row is reused only if both still match. Returns the rows, each with its "optimizer"."""
@@ -157,33 +163,59 @@ def family_results(family: str, n: int = 4, rounds: Optional[int] = None, seed: 
 
     for opt in set(optimizers) - {DEFAULT}:
         optim.make(opt)  # an unknown optimizer fails here, before any run
+    if seed in check_seeds or len(set(check_seeds)) != len(check_seeds):
+        raise ValueError(f"check seeds must differ from the table's seed ({seed}) and from each other; "
+                         f"got {list(check_seeds)}")
     out = Path(out)
     rows = []
     todo = [(opt, wid) for opt in optimizers for wid in FAMILIES[family]]
     for opt, wid in tqdm(todo, desc=family, disable=not progress):
-        rows.append(_workload_row(family, make(wid), opt, n, rounds, max_rounds, seed, lr_scales, out))
+        w = make(wid)
+        row, finals, lrs = _workload_row(family, w, opt, n, rounds, max_rounds, seed, lr_scales, out)
+        if check_seeds:
+            row["across seeds"] = _across_seeds(family, w, opt, n, row["rounds"], seed, check_seeds, finals, lrs, out)
+        rows.append(row)
     write_table(family, rows, n=n, seed=seed, lr_scales=lr_scales, max_rounds=max_rounds, out=out,
-                rounds=rounds, optimizers=optimizers)
+                rounds=rounds, optimizers=optimizers, check_seeds=check_seeds)
     return rows
 
 
-def _workload_row(family, w, opt, n, rounds, max_rounds, seed, lr_scales, out) -> dict:
+def _partial_name(w, opt) -> str:
+    """The default's file name is as before optimizers were added."""
+    return w.name + ("" if opt == DEFAULT else "." + "".join(ch if ch.isalnum() else "_" for ch in opt))
+
+
+def _scale_shown(cell) -> Optional[float]:
+    """The lr scale in a compressed cell, "0.2017 (x0.3)"; None for a run that did not finish."""
+    m = re.search(r"\(x([0-9.e+-]+)\)$", cell) if isinstance(cell, str) else None
+    return float(m.group(1)) if m else None
+
+
+def _workload_row(family, w, opt, n, rounds, max_rounds, seed, lr_scales, out) -> tuple[dict, dict, dict]:
+    """(the table's row, each config's final metric and gd's "start", each config's lr: a
+    number, None for the workload's own "theory" rule, or NaN where the shown run did not
+    finish)."""
     import json
 
     r = rounds or w.default_rounds
     r = min(r, max_rounds) if max_rounds else r
     settings = {"n": n, "rounds": r, "seed": seed, "lr_scales": list(lr_scales), "configs": CONFIGS,
                 "workload": _fingerprint(w)}
-    name = w.name
-    if opt != DEFAULT:  # the default's settings and file name are as before optimizers were added
+    if opt != DEFAULT:  # the default's settings are as before optimizers were added
         settings.update(optimizer=opt, lr_search=LR_SEARCH)
-        name += "." + "".join(ch if ch.isalnum() else "_" for ch in opt)
     settings = json.loads(json.dumps(settings, default=str))  # as it reads back from the file
-    partial = out / ".partial" / family / f"{name}.json"
+    partial = out / ".partial" / family / f"{_partial_name(w, opt)}.json"
+    numeric = isinstance(w.default_lr, (int, float))
+
+    def lrs_of(row):  # rows cached before lrs were stored carry the scale in their cells
+        scales = {k: (1.0 if k == "gd+identity" else _scale_shown(row[k])) for k in (f"{m}+{c}" for m, c in CONFIGS)}
+        return {k: (None if not numeric else math.nan if sc is None else row["lr"] * sc) for k, sc in scales.items()}
+
     if partial.exists():
         saved = json.loads(partial.read_text())
         if saved.get("settings") == settings and "finals" in saved:  # the verdict's rule may have changed since
-            return {"optimizer": _optimizer(w, opt), **saved["row"], "verdict": _verdict(w, saved["finals"])}
+            row = {"optimizer": _optimizer(w, opt), **saved["row"], "verdict": _verdict(w, saved["finals"])}
+            return row, saved["finals"], lrs_of(saved["row"])
     base_lr = w.default_lr
     numeric = isinstance(base_lr, (int, float))
     scales = lr_scales if numeric else (1.0,)  # "theory" stepsizes: as resolved
@@ -212,7 +244,39 @@ def _workload_row(family, w, opt, n, rounds, max_rounds, seed, lr_scales, out) -
     finals["start"] = gd["start"]
     row["verdict"] = _verdict(w, finals)
     atomic_write_json(partial, {"settings": settings, "row": row, "finals": finals})
-    return {"optimizer": _optimizer(w, opt), **row}
+    return {"optimizer": _optimizer(w, opt), **row}, finals, lrs_of(row)
+
+
+def _across_seeds(family, w, opt, n, r, seed, seeds, finals, lrs, out) -> str:
+    """gd, EF21 and DCGD re-run at ``lrs`` (chosen at ``seed``) at each of ``seeds``, each
+    seed's runs cached like a row; over all seeds, in how many EF21 survives and how it stands
+    against DCGD (``verdict_parts``)."""
+    import json
+
+    keys = ("gd+identity", "ef21+topk:ratio=0.01", "dcgd+topk:ratio=0.01")
+    per_seed = [finals]
+    for s in seeds:
+        settings = json.loads(json.dumps({"n": n, "rounds": r, "seed": s, "optimizer": opt, "workload": _fingerprint(w),
+                                          "lrs": {k: repr(lrs[k]) for k in keys}}, default=str))  # repr: NaN == NaN
+        partial = out / ".partial" / family / f"{_partial_name(w, opt)}.seed{s}.json"
+        saved = json.loads(partial.read_text()) if partial.exists() else {}
+        if saved.get("settings") != settings:
+            got = {}
+            for k in keys:
+                m, c = k.split("+")
+                if lrs[k] is not None and math.isnan(lrs[k]):  # the shown run did not finish: no lr to re-run
+                    got[k] = {"metric": math.nan, "status": "not run", "start": math.nan}
+                else:
+                    got[k] = run_one(w, m, c, n, r, s, lr=lrs[k], optimizer=opt)
+            fin = {k: (v["metric"] if v["status"] == "finished" else math.nan) for k, v in got.items()}
+            saved = {"settings": settings, "finals": {**fin, "start": got["gd+identity"]["start"]}}
+            atomic_write_json(partial, saved)
+        per_seed.append(saved["finals"])
+    parts = [verdict_parts(w.higher_is_better, f["gd+identity"], f["ef21+topk:ratio=0.01"],
+                           f["dcgd+topk:ratio=0.01"], f["start"]) for f in per_seed]
+    count = {v: sum(p[1] == v for p in parts) for v in ("ahead", "close", "behind")}
+    return (f"survives {sum(p[0] for p in parts)}/{len(parts)}; vs dcgd: {count['ahead']} ahead, "
+            f"{count['close']} close, {count['behind']} behind")
 
 
 def _verdict(w, finals: dict) -> str:
@@ -222,7 +286,8 @@ def _verdict(w, finals: dict) -> str:
 
 
 def write_table(family: str, rows: list[dict], n: int, seed: int, lr_scales, max_rounds: Optional[int],
-                out: str | Path, rounds: Optional[int] = None, optimizers: tuple[str, ...] = (DEFAULT,)) -> None:
+                out: str | Path, rounds: Optional[int] = None, optimizers: tuple[str, ...] = (DEFAULT,),
+                check_seeds: tuple[int, ...] = ()) -> None:
     """``out/FAMILY.md`` (with the command that regenerates it; one section per server
     optimizer when there are several) and ``out/FAMILY.json``."""
     out = Path(out)
@@ -240,8 +305,10 @@ def write_table(family: str, rows: list[dict], n: int, seed: int, lr_scales, max
     single = tuple(optimizers) == (DEFAULT,)  # the table as before optimizers were added
     if not single:
         cmd += " --optimizers " + ",".join(optimizers)
+    if check_seeds:
+        cmd += " --check-seeds " + ",".join(str(x) for x in check_seeds)
     cols = (["workload", "metric", "rounds", "lr", "start"] + [f"{m}+{c}" for m, c in CONFIGS]
-            + [f"bits {m}" for m, _ in CONFIGS] + ["verdict"])
+            + [f"bits {m}" for m, _ in CONFIGS] + ["verdict"] + (["across seeds"] if check_seeds else []))
     scales = f"{{{', '.join(f'{x:g}' for x in lr_scales)}}}"
     text = (f"# {family}: final metric after equal rounds, n = {n} workers\n\n"
             f"Generated by `{cmd}` (seed {seed}, float32"
@@ -249,7 +316,11 @@ def write_table(family: str, rows: list[dict], n: int, seed: int, lr_scales, max
             + f"gd runs at that lr; each compressed method runs at lr x {scales} and shows its best final metric, "
             "with the scale in parentheses.\n"
             "bits = uplink bits per worker, cumulative (round 0 of ef21/econtrol sends the full gradient); "
-            "for a diverged run, what it sent before it stopped.\n\n")
+            "for a diverged run, what it sent before it stopped.\n"
+            + (f"across seeds: gd, EF21 and DCGD re-run at seeds {', '.join(str(x) for x in check_seeds)} at the lrs "
+               f"chosen at seed {seed}; over all {len(check_seeds) + 1} seeds, how often EF21 survives (within 10% "
+               "of gd, or better) and how it stands against DCGD (close, ahead or behind).\n" if check_seeds else "")
+            + "\n")
     if single:
         text += markdown_table(rows, cols)
     else:

@@ -1,5 +1,6 @@
 """The family results table (experiments/results.py): verdict wording and what a diverged run reports."""
 import math
+import re
 
 import pytest
 
@@ -123,3 +124,51 @@ def test_family_results_one_section_per_server_optimizer(tmp_path, monkeypatch):
     assert "gd lrs tried" not in by["sgd", "logreg"] and "gd lrs tried" not in by["momentum", "lstsq"]  # theory lr
     with pytest.raises(ValueError, match="optimizer"):
         R.family_results("convex", rounds=3, out=tmp_path, progress=False, optimizers=("default", "adamw"))
+
+
+def test_check_seeds_rerun_the_chosen_lrs_and_count_the_verdicts(tmp_path, monkeypatch):
+    import experiments.results as R
+
+    real = R.run_one
+    calls = []
+
+    def spy(w, m, c, n, r, seed, lr=None, optimizer=None):
+        calls.append((w.name, m, seed, lr))
+        return real(w, m, c, n, r, seed, lr=lr, optimizer=optimizer)
+
+    monkeypatch.setattr(R, "run_one", spy)
+    monkeypatch.setattr(type(make("logreg")), "default_lr", 0.5)
+    rows = R.family_results("convex", rounds=3, out=tmp_path, progress=False, lr_scales=(1.0, 0.1),
+                            check_seeds=(1, 2))
+    logreg = next(r for r in rows if r["workload"] == "logreg")
+    extra = [c for c in calls if c[0] == "logreg" and c[2] != 0]
+    # gd, ef21 and dcgd (not econtrol) once per extra seed, each at the lr the seed-0 row shows
+    assert sorted((m, s) for _, m, s, _ in extra) == sorted((m, s) for m in ("gd", "ef21", "dcgd") for s in (1, 2))
+    ef_scale = R._scale_shown(logreg["ef21+topk:ratio=0.01"])
+    assert [lr for _, m, _, lr in extra if m == "ef21"] == pytest.approx([0.5 * ef_scale] * 2)
+    text = logreg["across seeds"]
+    survives, ahead, close, behind = (int(x) for x in re.findall(r"(\d+)(?:/3| ahead| close| behind)", text))
+    assert ahead + close + behind == 3 and 0 <= survives <= 3, text
+    md = (tmp_path / "convex.md").read_text()
+    assert "--check-seeds 1,2" in md and "across seeds" in md
+    n = len(calls)  # the extra seeds are cached like rows
+    R.family_results("convex", rounds=3, out=tmp_path, progress=False, lr_scales=(1.0, 0.1), check_seeds=(1, 2))
+    assert len(calls) == n
+    with pytest.raises(ValueError, match="differ"):
+        R.family_results("convex", rounds=3, out=tmp_path, progress=False, check_seeds=(0,))
+
+
+def test_across_seeds_counts_each_seeds_verdict(tmp_path, monkeypatch):
+    import experiments.results as R
+
+    finals = {1: (1.0, 1.05, 3.0), 2: (1.0, 3.0, 2.0)}  # seed: gd, ef21, dcgd (lower is better, start 10)
+
+    def fake(w, m, c, n, r, seed, lr=None, optimizer=None):
+        return {"metric": finals[seed][("gd", "ef21", "dcgd").index(m)], "status": "finished", "start": 10.0}
+
+    monkeypatch.setattr(R, "run_one", fake)
+    w = make("logreg")
+    seed0 = {"gd+identity": 1.0, "ef21+topk:ratio=0.01": 1.0, "dcgd+topk:ratio=0.01": 1.02, "start": 10.0}
+    lrs = {"gd+identity": 0.1, "ef21+topk:ratio=0.01": 0.03, "dcgd+topk:ratio=0.01": 0.1}
+    text = R._across_seeds("t", w, "default", 4, 3, 0, (1, 2), seed0, lrs, tmp_path)
+    assert text == "survives 2/3; vs dcgd: 1 ahead, 1 close, 1 behind"
