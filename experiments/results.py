@@ -11,6 +11,11 @@ per-coordinate normalisation gives a small stale entry a full-size step; DCGD's 
 are zero and their Adam moments decay. The same nonlinearity is why 1-bit Adam (Tang et al.
 2021) freezes Adam's second moment before it compresses. ``--optimizers default,sgd`` adds
 a section under plain SGD, the EF papers' setting, so the table says which of the two it is.
+
+One seed's verdict can turn on one run: a gd lr at the edge of stability overshoots early at
+one seed and not at another, and EF21 diverges only where it did (lnn_linkload's docstring).
+``--check-seeds 1,2`` re-runs gd, EF21 and DCGD at the lrs chosen at ``--seed`` and adds a
+column that counts the verdict's two parts over all seeds.
 """
 from __future__ import annotations
 
