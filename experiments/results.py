@@ -222,7 +222,6 @@ def _workload_row(family, w, opt, n, rounds, max_rounds, seed, lr_scales, out) -
             row = {"optimizer": _optimizer(w, opt), **saved["row"], "verdict": _verdict(w, saved["finals"])}
             return row, saved["finals"], lrs_of(saved["row"])
     base_lr = w.default_lr
-    numeric = isinstance(base_lr, (int, float))
     scales = lr_scales if numeric else (1.0,)  # "theory" stepsizes: as resolved
 
     def run(m, c, lr):
