@@ -244,8 +244,7 @@ def _workload_row(family, w, opt, n, rounds, max_rounds, seed, lr_scales, out) -
             f"diverged at round {v['stopped_round']}" if v.get("stopped_round") is not None else v["status"])
         row[key] = shown if key == "gd+identity" or isinstance(shown, str) else f"{shown:.4g} (x{chosen[key]:g})"
         row[f"bits {key.split('+')[0]}"] = v["bits_up"]
-    finals = {k: (v["metric"] if v["status"] == "finished" else math.nan) for k, v in res.items()}
-    finals["start"] = gd["start"]
+    finals = _finals(res, gd["start"])
     row["verdict"] = _verdict(w, finals)
     atomic_write_json(partial, {"settings": settings, "row": row, "finals": finals})
     return {"optimizer": _optimizer(w, opt), **row}, finals, lrs_of(row)
@@ -272,21 +271,28 @@ def _across_seeds(family, w, opt, n, r, seed, seeds, finals, lrs, out) -> str:
                     got[k] = {"metric": math.nan, "status": "not run", "start": math.nan}
                 else:
                     got[k] = run_one(w, m, c, n, r, s, lr=lrs[k], optimizer=opt)
-            fin = {k: (v["metric"] if v["status"] == "finished" else math.nan) for k, v in got.items()}
-            saved = {"settings": settings, "finals": {**fin, "start": got["gd+identity"]["start"]}}
+            saved = {"settings": settings, "finals": _finals(got, got["gd+identity"]["start"])}
             atomic_write_json(partial, saved)
         per_seed.append(saved["finals"])
-    parts = [verdict_parts(w.higher_is_better, f["gd+identity"], f["ef21+topk:ratio=0.01"],
-                           f["dcgd+topk:ratio=0.01"], f["start"]) for f in per_seed]
+    parts = [verdict_parts(*_verdict_args(w, f)) for f in per_seed]
     count = {v: sum(p[1] == v for p in parts) for v in ("ahead", "close", "behind")}
     return (f"survives {sum(p[0] for p in parts)}/{len(parts)}; vs dcgd: {count['ahead']} ahead, "
             f"{count['close']} close, {count['behind']} behind")
 
 
+def _finals(results: dict[str, dict], start: float) -> dict[str, float]:
+    """Each config's final metric (NaN if its run did not finish) and gd's round-0 "start"."""
+    return {**{k: (v["metric"] if v["status"] == "finished" else math.nan) for k, v in results.items()}, "start": start}
+
+
+def _verdict_args(w, finals: dict) -> tuple:
+    """``verdict``'s (and ``verdict_parts``') arguments from ``_finals``."""
+    return (w.higher_is_better, finals["gd+identity"], finals["ef21+topk:ratio=0.01"], finals["dcgd+topk:ratio=0.01"],
+            finals["start"])
+
+
 def _verdict(w, finals: dict) -> str:
-    """``finals``: each config's final metric (NaN if it did not finish) and gd's "start"."""
-    return verdict(w.higher_is_better, finals["gd+identity"], finals["ef21+topk:ratio=0.01"],
-                   finals["dcgd+topk:ratio=0.01"], start=finals["start"])
+    return verdict(*_verdict_args(w, finals))
 
 
 def write_table(family: str, rows: list[dict], n: int, seed: int, lr_scales, max_rounds: Optional[int],
